@@ -1,0 +1,86 @@
+"""Stage steps shared by several flows: plan, run shards, compact, record."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+
+from flows._common import StageReport, finish_stage, part_indices, run_shards
+from tasks.features import FeatureOptions, feature_key, features_shard
+from tasks.ingest import IngestOptions, ingest_shard, item_to_dict, plan_ingest
+from tasks.stage import plan_downstream
+
+INGEST_CONCURRENCY = 2  # decoding and resampling release the GIL
+
+
+def ingest_stage(
+    run_dir: str,
+    inputs: list[str],
+    options: IngestOptions,
+    shard_size: int,
+    retry_failed: bool,
+) -> StageReport:
+    started = time.perf_counter()
+    plan = plan_ingest(run_dir, inputs, options, shard_size, retry_failed)
+    report = StageReport(
+        "ingest", len(plan.shards), plan.n_todo, plan.n_items - plan.n_todo
+    )
+    indices = part_indices(run_dir, "ingest", len(plan.shards))
+    calls = [
+        {
+            "run_dir": run_dir,
+            "part_index": index,
+            "items": [item_to_dict(it) for it in shard],
+            "request_keys": keys,
+            "options": asdict(options),
+        }
+        for index, shard, keys in zip(
+            indices, plan.shards, plan.request_keys, strict=True
+        )
+    ]
+    report.failed_shards = run_shards(
+        ingest_shard,
+        calls,
+        [len(s) for s in plan.shards],
+        "ingest",
+        "file",
+        INGEST_CONCURRENCY,
+    )
+    record = {"inputs": inputs, "parameters": asdict(options), "shard_size": shard_size}
+    return finish_stage(run_dir, report, plan.wanted, started, record, "request_key")
+
+
+def features_stage(
+    run_dir: str, options: FeatureOptions, shard_size: int, retry_failed: bool
+) -> StageReport:
+    started = time.perf_counter()
+    shards, wanted = plan_downstream(
+        run_dir,
+        "ingest",
+        "features",
+        lambda k: feature_key(k, options),
+        shard_size,
+        retry_failed,
+    )
+    n_todo = sum(s.n_items for s in shards)
+    report = StageReport("features", len(shards), n_todo, len(wanted) - n_todo)
+    indices = part_indices(run_dir, "features", len(shards))
+    calls = [
+        {
+            "run_dir": run_dir,
+            "part_index": index,
+            "ingest_part": shard.upstream_part,
+            "utt_ids": shard.utt_ids,
+            "options": asdict(options),
+        }
+        for index, shard in zip(indices, shards, strict=True)
+    ]
+    report.failed_shards = run_shards(
+        features_shard, calls, [s.n_items for s in shards], "features", "utt", 1
+    )
+    record = {
+        "upstream": "ingest",
+        "parameters": asdict(options),
+        "shard_size": shard_size,
+    }
+    return finish_stage(run_dir, report, wanted, started, record)

@@ -1,0 +1,142 @@
+"""Stage `features`: Whisper log-mel features and signal statistics per utterance.
+
+The log-mel is stored unpadded (n_mels, n_frames) in float16 for review and for
+downstream users. The ASR stage recomputes its own float32 log-mel from the stored
+audio (on the GPU when there is one): float16 features would cost token parity with
+the reference implementations, and long-form chunking needs the waveform anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from prefect import task
+from prefect.cache_policies import NONE
+
+from s2s_models.audio import SAMPLE_RATE, log_mel_spectrogram
+from tasks.ingest import decode_flac
+from tasks.schemas import FEATURES
+from tasks.stage import fingerprint, write_part
+
+SILENCE_DBFS = -60.0
+CLIP_LEVEL = 0.999
+STATS_FRAME_SECONDS = 0.025
+
+
+@dataclass(frozen=True)
+class FeatureOptions:
+    n_mels: int = 80  # 80 for Whisper tiny..large-v2, 128 for large-v3
+    device: str = "cpu"  # where the STFT runs; 'cuda' when available
+
+    def verify(self) -> None:
+        assert self.n_mels in (80, 128), "Whisper log-mel has 80 or 128 bins"
+
+
+def feature_key(ingest_key: str, options: FeatureOptions) -> str:
+    return fingerprint("features", ingest_key, options.n_mels)
+
+
+def signal_stats(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict:
+    """Peak, RMS level, clipped and silent fractions of a mono float signal."""
+    if audio.size == 0:
+        return {
+            "peak": 0.0,
+            "rms_dbfs": -np.inf,
+            "clipped_fraction": 0.0,
+            "silent_fraction": 1.0,
+        }
+    peak = float(np.abs(audio).max())
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    frame = max(1, int(STATS_FRAME_SECONDS * sample_rate))
+    n = audio.size // frame
+    if n:
+        frames = audio[: n * frame].reshape(n, frame).astype(np.float64)
+        frame_db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+        silent = float(np.mean(frame_db < SILENCE_DBFS))
+    else:
+        silent = float(20 * np.log10(rms + 1e-10) < SILENCE_DBFS)
+    return {
+        "peak": peak,
+        "rms_dbfs": float(20 * np.log10(rms + 1e-10)),
+        "clipped_fraction": float(np.mean(np.abs(audio) >= CLIP_LEVEL)),
+        "silent_fraction": silent,
+    }
+
+
+def compute_features(
+    utt_ids: list[str],
+    keys: list[str],
+    audios: list[np.ndarray],
+    options: FeatureOptions,
+) -> list[dict]:
+    """Pure stage logic: one features row per utterance (16 kHz mono float input)."""
+    options.verify()
+    rows = []
+    for utt_id, key, audio in zip(utt_ids, keys, audios, strict=True):
+        with torch.inference_mode():
+            mel = log_mel_spectrogram(
+                torch.from_numpy(audio), n_mels=options.n_mels, device=options.device
+            )  # (n_mels, n_frames)
+        mel16 = mel.to(torch.float16).cpu().numpy()
+        rows.append(
+            {
+                "utt_id": utt_id,
+                "input_key": key,
+                "n_mels": int(mel16.shape[0]),
+                "n_frames": int(mel16.shape[1]),
+                "log_mel": mel16,
+                **signal_stats(audio),
+                "status": "ok",
+                "error": None,
+            }
+        )
+    return rows
+
+
+def _mel_column(mels: list[np.ndarray | None]) -> pa.Array:
+    """Build list<list<float16>> from (n_mels, n_frames) arrays without Python loops."""
+    outer, inner, values = [0], [0], []
+    for mel in mels:
+        if mel is None:
+            outer.append(outer[-1])
+            continue
+        n_mels, n_frames = mel.shape
+        base = inner[-1]
+        inner.extend(base + n_frames * (i + 1) for i in range(n_mels))
+        outer.append(outer[-1] + n_mels)
+        values.append(mel.reshape(-1))
+    flat = pa.array(np.concatenate(values) if values else np.zeros(0, np.float16))
+    rows = pa.ListArray.from_arrays(pa.array(inner, pa.int32()), flat)
+    mask = pa.array([m is None for m in mels])
+    return pa.ListArray.from_arrays(pa.array(outer, pa.int32()), rows, mask=mask)
+
+
+@task(name="features-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def features_shard(
+    run_dir: str, part_index: int, ingest_part: str, utt_ids: list[str], options: dict
+) -> str:
+    """Compute features for `utt_ids` of one ingest part; write one features part."""
+    opts = FeatureOptions(**options)
+    wanted = set(utt_ids)
+    table = pq.read_table(ingest_part, columns=["utt_id", "input_key", "audio"])
+    ids, keys, audios = [], [], []
+    for row in table.to_pylist():
+        if row["utt_id"] in wanted:
+            ids.append(row["utt_id"])
+            keys.append(feature_key(row["input_key"], opts))
+            audios.append(decode_flac(row["audio"]["bytes"])[0])
+    rows = compute_features(ids, keys, audios, opts)
+    mels = [r.pop("log_mel") for r in rows]
+    out = pa.Table.from_pylist(
+        rows, schema=FEATURES.remove(FEATURES.get_field_index("log_mel"))
+    )
+    out = out.append_column(FEATURES.field("log_mel"), _mel_column(mels))
+    return str(write_part(run_dir, "features", part_index, out))
+
+
+def options_dict(options: FeatureOptions) -> dict:
+    return asdict(options)

@@ -1,0 +1,441 @@
+"""Stage `ingest`: find audio, decode it, normalise it to 16 kHz mono FLAC in Parquet.
+
+Inputs are directories (searched recursively), single files, or manifests (CSV, JSONL
+or Parquet with an `audio_path` column and optional `utt_id`, `reference`,
+`speaker`). A directory with a `manifest.csv|jsonl|parquet` at its root takes
+`utt_id`, `reference` and `speaker` from it for the files it names. Local paths and
+fsspec URIs (`file://`, `memory://`, others when their backend is installed) work.
+
+Every problem with one input becomes a row with status 'failed' and a clear error;
+nothing here raises for bad audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import soundfile as sf
+import soxr
+from prefect import task
+from prefect.cache_policies import NONE
+
+from tasks.stage import (
+    chunked,
+    existing_rows,
+    fingerprint,
+    is_done,
+    prepare_stage,
+    write_part,
+)
+
+AUDIO_EXTENSIONS = frozenset(
+    ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .w64 .rf64 .caf"
+    " .sph .nist .voc .htk".split()
+)
+MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl", "manifest.parquet")
+TARGET_SAMPLE_RATE = 16000
+HASH_BLOCK_BYTES = 1 << 20
+DECODE_BLOCK_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    """One audio input to ingest, as discovered (JSON-friendly for Prefect)."""
+
+    utt_id: str
+    path: str  # local path or fsspec URI
+    reference: str | None = None
+    speaker: str | None = None
+    error: str | None = None  # set when discovery already knows the item is bad
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    sample_rate: int = TARGET_SAMPLE_RATE  # Hz of the stored mono audio
+    flac_subtype: str = "PCM_16"  # sample format of the stored FLAC
+    resample_quality: str = "HQ"  # soxr quality: QQ, LQ, MQ, HQ, VHQ
+
+    def verify(self) -> None:
+        assert self.sample_rate > 0, "sample_rate must be positive"
+        assert self.flac_subtype in ("PCM_16", "PCM_24"), "FLAC holds 16 or 24 bits"
+        assert self.resample_quality in ("QQ", "LQ", "MQ", "HQ", "VHQ")
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def _is_manifest(path: str) -> bool:
+    return path.lower().endswith((".csv", ".jsonl", ".parquet"))
+
+
+def _read_manifest(uri: str) -> pd.DataFrame:
+    lower = uri.lower()
+    with fsspec.open(uri, "rb") as fh:
+        if lower.endswith(".csv"):
+            return pd.read_csv(fh, dtype=str, keep_default_na=False)
+        if lower.endswith(".jsonl"):
+            return pd.read_json(fh, lines=True, dtype=False)
+        return pd.read_parquet(fh)
+
+
+def _clean(value) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value)
+    return text if text != "" else None
+
+
+def _join(folder: str, rel: str) -> str:
+    """Join a manifest-relative path; URIs keep their protocol."""
+    if "://" in folder:
+        proto, rest = folder.split("://", 1)
+        return f"{proto}://{posixpath.normpath(posixpath.join(rest, rel))}"
+    return os.path.normpath(os.path.join(folder, rel))
+
+
+def _items_from_manifest(uri: str) -> list[SourceItem]:
+    try:
+        frame = _read_manifest(uri)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad manifest
+        return [SourceItem(uri, uri, error=f"cannot read manifest: {exc}")]
+    if "audio_path" not in frame.columns:
+        return [
+            SourceItem(
+                uri,
+                uri,
+                error="manifest lacks column 'audio_path' "
+                f"(has: {list(frame.columns)})",
+            )
+        ]
+    folder = posixpath.dirname(uri) if "://" in uri else os.path.dirname(uri)
+    items = []
+    for row in frame.to_dict("records"):
+        rel = _clean(row.get("audio_path")) or ""
+        utt_id = _clean(row.get("utt_id")) or os.path.splitext(rel)[0] or uri
+        ref, spk = _clean(row.get("reference")), _clean(row.get("speaker"))
+        if not rel:
+            items.append(SourceItem(utt_id, uri, ref, spk, "empty audio_path"))
+            continue
+        is_abs = os.path.isabs(rel) or "://" in rel
+        path = rel if is_abs else _join(folder, rel)
+        escapes = not is_abs and ".." in rel.replace("\\", "/").split("/")
+        if escapes and not path.startswith(folder.rstrip("/") + "/"):
+            items.append(
+                SourceItem(
+                    utt_id, path, ref, spk, f"path escapes the manifest folder: {rel}"
+                )
+            )
+            continue
+        items.append(SourceItem(utt_id, path, ref, spk))
+    return items
+
+
+def _walk_audio(uri: str) -> list[str]:
+    """Audio files under a directory, sorted; never follows symlinked folders."""
+    if "://" not in uri or uri.startswith("file://"):
+        root = uri.removeprefix("file://")
+        found = []
+        for folder, dirs, files in os.walk(root, followlinks=False):
+            dirs.sort()
+            found += [
+                os.path.join(folder, f)
+                for f in files
+                if os.path.splitext(f)[1].lower() in AUDIO_EXTENSIONS
+            ]
+        return sorted(found)
+    fs, path = fsspec.core.url_to_fs(uri)
+    proto = uri.split("://", 1)[0]
+    return sorted(
+        f"{proto}://{p.lstrip('/')}" if proto != "memory" else f"memory://{p}"
+        for p in fs.find(path)
+        if posixpath.splitext(p)[1].lower() in AUDIO_EXTENSIONS
+    )
+
+
+def _items_from_directory(uri: str) -> list[SourceItem]:
+    root = uri.rstrip("/")
+    local_root = root.removeprefix("file://")
+    fs, _ = fsspec.core.url_to_fs(uri)
+    sidecar: dict[str, SourceItem] = {}
+    for name in MANIFEST_NAMES:
+        candidate = _join(root, name)
+        if fs.exists(candidate.removeprefix("file://")) or fs.exists(candidate):
+            for item in _items_from_manifest(candidate):
+                sidecar[os.path.normpath(item.path.removeprefix("file://"))] = item
+            break
+    items = []
+    for path in _walk_audio(uri):
+        key = os.path.normpath(path.removeprefix("file://"))
+        if key in sidecar:
+            items.append(sidecar[key])
+            continue
+        rel = (
+            os.path.relpath(key, local_root)
+            if "://" not in root
+            else path[len(root) + 1 :]
+        )
+        items.append(SourceItem(os.path.splitext(rel)[0].replace(os.sep, "/"), path))
+    return items
+
+
+def discover_inputs(inputs: list[str]) -> list[SourceItem]:
+    """Expand directories, files and manifests into items with unique `utt_id`s.
+
+    A later item whose `utt_id` was already taken becomes a failed item naming the
+    first one; a missing input becomes a failed item.
+    """
+    items: list[SourceItem] = []
+    for uri in inputs:
+        fs, path = fsspec.core.url_to_fs(uri)
+        if fs.isdir(path):
+            items += _items_from_directory(uri)
+        elif _is_manifest(uri) and fs.exists(path):
+            items += _items_from_manifest(uri)
+        else:
+            stem = posixpath.splitext(posixpath.basename(path))[0]
+            error = (
+                None if fs.exists(path) or os.path.islink(path) else "file not found"
+            )
+            items.append(SourceItem(stem, uri, error=error))
+    first_seen: dict[str, str] = {}
+    unique = []
+    for item in items:
+        if item.utt_id in first_seen and item.error is None:
+            item = SourceItem(
+                f"{item.utt_id}#dup{len(unique)}",
+                item.path,
+                item.reference,
+                item.speaker,
+                f"duplicate utt_id {item.utt_id!r} "
+                f"(first used by {first_seen[item.utt_id]})",
+            )
+        first_seen.setdefault(item.utt_id, item.path)
+        unique.append(item)
+    return unique
+
+
+def stat_source(path: str) -> tuple[int | None, int | None]:
+    """(size, mtime_ns) of a source, or (None, None) when it cannot be stat'ed."""
+    try:
+        if "://" not in path or path.startswith("file://"):
+            st = os.stat(path.removeprefix("file://"))
+            return st.st_size, st.st_mtime_ns
+        fs, p = fsspec.core.url_to_fs(path)
+        info = fs.info(p)
+        mtime = info.get("mtime") or info.get("created") or info.get("LastModified")
+        return int(info.get("size") or 0), int(
+            pd.Timestamp(mtime).value
+        ) if mtime else None
+    except Exception:  # noqa: BLE001 - unknown stat: the item is simply redone
+        return None, None
+
+
+def request_key(item: SourceItem, options: IngestOptions) -> str:
+    """What decides whether an ingested row is still current, without reading audio."""
+    size, mtime = stat_source(item.path)
+    return fingerprint(
+        item.path, size, mtime, item.reference, item.speaker, options.__dict__
+    )
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _sha256(path: str) -> tuple[str, int]:
+    digest, n = hashlib.sha256(), 0
+    with fsspec.open(path, "rb") as fh:
+        while block := fh.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+            n += len(block)
+    return digest.hexdigest(), n
+
+
+def decode_audio(
+    path: str, sample_rate: int, quality: str = "HQ"
+) -> tuple[np.ndarray, dict]:
+    """Decode to float32 mono at `sample_rate`, block by block (bounded memory).
+
+    Returns (audio (n_samples,), info) where info has the source format, sample rate
+    and channel count. Raises ValueError for audio we refuse (no channels, NaN/Inf).
+    """
+    with fsspec.open(path, "rb") as raw, sf.SoundFile(raw) as snd:
+        src_rate, channels = snd.samplerate, snd.channels
+        if channels < 1:
+            raise ValueError("audio has no channels")
+        if src_rate <= 0:
+            raise ValueError(f"invalid sample rate {src_rate}")
+        stream = (
+            None
+            if src_rate == sample_rate
+            else soxr.ResampleStream(
+                src_rate, sample_rate, 1, dtype="float32", quality=quality
+            )
+        )
+        pieces = []
+        block = max(1, src_rate * DECODE_BLOCK_SECONDS)
+        for frames in snd.blocks(blocksize=block, dtype="float32", always_2d=True):
+            mono = frames.mean(axis=1, dtype=np.float32)
+            if not np.isfinite(mono).all():
+                raise ValueError("audio contains NaN or Inf samples")
+            pieces.append(mono if stream is None else stream.resample_chunk(mono))
+        if stream is not None:
+            pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+        info = {
+            "format": f"{snd.format}/{snd.subtype}",
+            "sample_rate": src_rate,
+            "channels": channels,
+            "source_frames": snd.frames,
+        }
+    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+    return audio.astype(np.float32, copy=False), info
+
+
+def encode_flac(audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> bytes:
+    buf = io.BytesIO()
+    sf.write(
+        buf, np.clip(audio, -1.0, 1.0), sample_rate, format="FLAC", subtype=subtype
+    )
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
+    """Inverse of `encode_flac`: (float32 mono samples, sample rate)."""
+    audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    return audio, rate
+
+
+def _failed_row(item: SourceItem, req_key: str, error: str, **known) -> dict:
+    return {
+        "utt_id": item.utt_id,
+        "input_key": None,
+        "request_key": req_key,
+        "source_path": item.path,
+        "reference": item.reference,
+        "speaker": item.speaker,
+        "status": "failed",
+        "error": error,
+        **known,
+    }
+
+
+def ingest_one(item: SourceItem, req_key: str, options: IngestOptions) -> dict:
+    """Ingest one source into a row of the `ingest` schema (never raises)."""
+    if item.error:
+        return _failed_row(item, req_key, item.error)
+    size, mtime = stat_source(item.path)
+    try:
+        sha, n_bytes = _sha256(item.path)
+    except Exception as exc:  # noqa: BLE001 - permission, missing, I/O
+        return _failed_row(
+            item, req_key, f"cannot read file: {type(exc).__name__}: {exc}"
+        )
+    known = {"source_size": n_bytes, "source_mtime_ns": mtime, "source_sha256": sha}
+    if n_bytes == 0:
+        return _failed_row(item, req_key, "empty file (0 bytes)", **known)
+    try:
+        audio, info = decode_audio(
+            item.path, options.sample_rate, options.resample_quality
+        )
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError) as exc:
+        return _failed_row(item, req_key, f"cannot decode audio: {exc}", **known)
+    if audio.size == 0:
+        return _failed_row(item, req_key, "audio has zero samples", **known)
+    name = posixpath.basename(item.utt_id) + ".flac"
+    return {
+        "utt_id": item.utt_id,
+        "input_key": fingerprint(sha, options.__dict__),
+        "request_key": req_key,
+        "source_path": item.path,
+        **known,
+        "source_format": info["format"],
+        "source_sample_rate": info["sample_rate"],
+        "source_channels": info["channels"],
+        "duration_s": info["source_frames"] / info["sample_rate"],
+        "num_samples": int(audio.size),
+        "sampling_rate": options.sample_rate,
+        "audio": {
+            "bytes": encode_flac(audio, options.sample_rate, options.flac_subtype),
+            "path": name,
+        },
+        "reference": item.reference,
+        "speaker": item.speaker,
+        "status": "ok",
+        "error": None,
+    }
+
+
+def compute_ingest(
+    items: list[SourceItem], request_keys: list[str], options: IngestOptions
+) -> list[dict]:
+    """Pure stage logic: one row per item, failures included."""
+    options.verify()
+    return [
+        ingest_one(it, key, options)
+        for it, key in zip(items, request_keys, strict=True)
+    ]
+
+
+@task(name="ingest-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def ingest_shard(
+    run_dir: str,
+    part_index: int,
+    items: list[dict],
+    request_keys: list[str],
+    options: dict,
+) -> str:
+    """Ingest one shard of items and write it as one Parquet part."""
+    from tasks.schemas import INGEST
+
+    rows = compute_ingest(
+        [SourceItem(**d) for d in items], request_keys, IngestOptions(**options)
+    )
+    table = pa.Table.from_pylist(rows, schema=INGEST)
+    return str(write_part(run_dir, "ingest", part_index, table))
+
+
+def item_to_dict(item: SourceItem) -> dict:
+    return json.loads(json.dumps(item.__dict__))
+
+
+@dataclass(frozen=True)
+class IngestPlan:
+    shards: list[list[SourceItem]]  # items still to ingest, shard by shard
+    request_keys: list[list[str]]  # their request keys, shard by shard
+    wanted: dict[str, str]  # utt_id -> request_key of every current item
+    n_items: int  # all discovered items
+    n_todo: int
+
+
+def plan_ingest(
+    run_dir: str,
+    inputs: list[str],
+    options: IngestOptions,
+    shard_size: int,
+    retry_failed: bool = False,
+) -> IngestPlan:
+    """Discover the inputs and decide which items a run still has to ingest."""
+    items = discover_inputs(inputs)
+    done = existing_rows(prepare_stage(run_dir, "ingest"), key_column="request_key")
+    wanted, todo, todo_keys = {}, [], []
+    for item in items:
+        key = request_key(item, options)
+        wanted[item.utt_id] = key
+        if not is_done(done.get(item.utt_id), key, retry_failed):
+            todo.append(item)
+            todo_keys.append(key)
+    return IngestPlan(
+        chunked(todo, shard_size),
+        chunked(todo_keys, shard_size),
+        wanted,
+        len(items),
+        len(todo),
+    )

@@ -1,0 +1,154 @@
+"""Arrow schemas of every stage, declared once.
+
+Each schema carries its stage name and a schema version in its metadata. Writing and
+reading go through `tasks.stage`, which checks both, so a part written by an older
+layout is never read as if it were current. Bump a stage's version whenever a column
+is added, removed or changes meaning.
+
+Every row is keyed by `utt_id`. `input_key` fingerprints everything the row was
+computed from (source content hash, upstream keys, model and settings): a rerun skips
+a row only when its `input_key` is unchanged. `status` is 'ok' or 'failed'; a failed
+row carries a human-readable `error` and nulls elsewhere.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION_KEY = b"s2s.schema_version"
+STAGE_KEY = b"s2s.stage"
+
+# The layout the Hugging Face `datasets` Audio feature reads from Parquet.
+AUDIO_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+SEGMENT_STRUCT = pa.struct(
+    [
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("text", pa.string()),
+        ("avg_logprob", pa.float64()),
+        ("no_speech_prob", pa.float64()),
+        ("compression_ratio", pa.float64()),
+        ("temperature", pa.float64()),
+    ]
+)
+
+_ROW_STATUS = [
+    ("status", pa.string()),  # 'ok' | 'failed'
+    ("error", pa.string()),  # null when ok
+]
+
+
+def _schema(
+    stage: str, version: int, fields: list[tuple[str, pa.DataType]]
+) -> pa.Schema:
+    names = [name for name, _ in fields]
+    assert len(names) == len(set(names)), f"duplicate column in {stage}"
+    metadata = {SCHEMA_VERSION_KEY: str(version).encode(), STAGE_KEY: stage.encode()}
+    return pa.schema(fields, metadata=metadata)
+
+
+INGEST = _schema(
+    "ingest",
+    1,
+    [
+        ("utt_id", pa.string()),
+        ("input_key", pa.string()),  # sha256 of the source bytes + ingest settings
+        ("request_key", pa.string()),  # path, size, mtime, reference, speaker
+        ("source_path", pa.string()),  # as given (local path or fsspec URI)
+        ("source_size", pa.int64()),
+        ("source_mtime_ns", pa.int64()),
+        ("source_sha256", pa.string()),
+        ("source_format", pa.string()),  # e.g. 'WAV/PCM_16'
+        ("source_sample_rate", pa.int32()),
+        ("source_channels", pa.int32()),
+        ("duration_s", pa.float64()),
+        ("num_samples", pa.int64()),  # after resampling to `sampling_rate`
+        ("sampling_rate", pa.int32()),
+        ("audio", AUDIO_STRUCT),  # mono FLAC, 16-bit, `sampling_rate` Hz
+        ("reference", pa.string()),
+        ("speaker", pa.string()),
+        *_ROW_STATUS,
+    ],
+)
+
+FEATURES = _schema(
+    "features",
+    1,
+    [
+        ("utt_id", pa.string()),
+        ("input_key", pa.string()),
+        ("n_mels", pa.int32()),
+        ("n_frames", pa.int32()),
+        # (n_mels, n_frames) Whisper log-mel, unpadded, row-major by mel bin.
+        ("log_mel", pa.list_(pa.list_(pa.float16()))),
+        ("peak", pa.float32()),  # max |sample|, full scale = 1.0
+        ("rms_dbfs", pa.float32()),
+        ("clipped_fraction", pa.float32()),  # samples with |x| >= 0.999
+        ("silent_fraction", pa.float32()),  # 25 ms frames below -60 dBFS
+        *_ROW_STATUS,
+    ],
+)
+
+TRANSCRIPTS = _schema(
+    "transcripts",
+    1,
+    [
+        ("utt_id", pa.string()),
+        ("input_key", pa.string()),
+        ("text", pa.string()),
+        ("language", pa.string()),
+        ("segments", pa.list_(SEGMENT_STRUCT)),
+        ("avg_logprob", pa.float64()),
+        ("no_speech_prob", pa.float64()),
+        ("compression_ratio", pa.float64()),
+        ("temperature", pa.float64()),
+        ("duration_s", pa.float64()),
+        ("decode_seconds", pa.float64()),  # shard wall time shared by audio duration
+        ("model", pa.string()),
+        ("model_fingerprint", pa.string()),
+        ("device", pa.string()),
+        ("beam_size", pa.int32()),
+        ("language_setting", pa.string()),  # what was asked: a code or 'auto'
+        ("decoding_settings", pa.string()),  # JSON of the full TranscribeOptions
+        *_ROW_STATUS,
+    ],
+)
+
+EVALUATION = _schema(
+    "evaluation",
+    1,
+    [
+        ("utt_id", pa.string()),
+        ("has_reference", pa.bool_()),
+        ("reference_norm", pa.string()),
+        ("hypothesis_norm", pa.string()),
+        ("wer", pa.float64()),
+        ("cer", pa.float64()),
+        ("ref_words", pa.int64()),
+        ("hits", pa.int64()),
+        ("substitutions", pa.int64()),
+        ("deletions", pa.int64()),
+        ("insertions", pa.int64()),
+        ("ref_chars", pa.int64()),
+        ("char_errors", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("speaker", pa.string()),
+        ("source_folder", pa.string()),
+        ("duration_bucket", pa.string()),
+        ("chars_per_s", pa.float64()),
+        ("flags", pa.list_(pa.string())),
+        ("flagged", pa.bool_()),
+    ],
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "ingest": INGEST,
+    "features": FEATURES,
+    "transcripts": TRANSCRIPTS,
+    "evaluation": EVALUATION,
+}
+
+
+def schema_version(schema: pa.Schema) -> int:
+    return int((schema.metadata or {}).get(SCHEMA_VERSION_KEY, b"0"))
