@@ -1,6 +1,6 @@
-"""Static pieces of the HTML report: stylesheet, the one small script, inline SVG
-charts, and the data-URI audio player. Everything returns strings of markup;
-every piece of text that reaches the markup goes through ``esc``.
+"""Building blocks of the HTML report: stylesheet, the one small script, escaping
+and number formatting, tables, the word-level diff and the data-URI audio player.
+Everything returns strings of markup; all text from the data goes through ``esc``.
 """
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Sequence
+from typing import Any
 
-# Colours: Okabe-Ito palette, distinguishable with the common colour deficiencies.
-BLUE, ORANGE, GREEN, RED, GREY = "#0072B2", "#E69F00", "#009E73", "#D55E00", "#999999"
+from tasks.evaluate_metrics import align_words
 
 CSS = """
 :root { --fg:#1b1f24; --muted:#5a6470; --line:#d8dde3; --bg:#ffffff; --panel:#f6f8fa; }
@@ -49,7 +48,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .diff { line-height: 2; margin: 8px 0 4px; word-wrap: break-word; }
 .diff span { padding: 1px 3px; border-radius: 3px; }
 .sub { background: #fde2b3; }
-.sub .ref { text-decoration: line-through; color: #7a4b00; }
+.diff .sub .ref { text-decoration: line-through; color: #7a4b00; padding: 0; }
 .del { background: #f9c9c0; text-decoration: line-through; }
 .ins { background: #bfe8d8; text-decoration: underline; }
 .legend span { margin-right: 10px; }
@@ -118,146 +117,71 @@ def audio_player(data: bytes) -> str:
     )
 
 
-# ---------------------------------------------------------------- charts
+# ---------------------------------------------------------------- formatting
 
 
-def nice_ticks(low: float, high: float, n_target: int = 5) -> list[float]:
-    """Round tick values covering [low, high] (1, 2, 2.5 or 5 times a power of 10)."""
-    if not high > low:
-        high = low + 1.0
-    raw = (high - low) / n_target
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
-    start = math.floor(low / step) * step
-    ticks, t = [], start
-    while t < high + step * 0.999:
-        ticks.append(round(t, 10))
-        t += step
-    return ticks
+def pct(x: float | None, digits: int = 1) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.{digits}f}%"
 
 
-def _fmt(value: float, percent: bool) -> str:
-    return f"{100 * value:.0f}%" if percent else f"{value:g}"
+def ci_text(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return ""
+    return f"[{pct(low)}, {pct(high)}]"
 
 
-class _Frame:
-    """Plot area inside an SVG with linear x/y mappings and drawn axes."""
+def num(x: Any, fmt: str = ".2f") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    return format(x, fmt)
 
-    def __init__(self, width, height, x_range, y_ticks, left=58, bottom=42):
-        self.w, self.h = width, height
-        self.left, self.right, self.top, self.bottom = left, 14, 12, bottom
-        self.x0, self.x1 = x_range
-        self.y_ticks = y_ticks
-        self.y0, self.y1 = y_ticks[0], y_ticks[-1]
 
-    def x(self, value: float) -> float:
-        span = (self.x1 - self.x0) or 1.0
-        inner = self.w - self.left - self.right
-        return self.left + (value - self.x0) / span * inner
-
-    def y(self, value: float) -> float:
-        span = (self.y1 - self.y0) or 1.0
-        inner = self.h - self.top - self.bottom
-        return self.h - self.bottom - (value - self.y0) / span * inner
-
-    def axes(self, y_label: str, x_label: str, percent: bool) -> list[str]:
-        parts = []
-        for t in self.y_ticks:
-            y = self.y(t)
-            parts.append(
-                f'<line x1="{self.left}" x2="{self.w - self.right}" y1="{y:.1f}" '
-                f'y2="{y:.1f}" stroke="#e3e7ec"/>'
-                f'<text x="{self.left - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                f"{esc(_fmt(t, percent))}</text>"
-            )
-        base = self.h - self.bottom
-        parts.append(
-            f'<line x1="{self.left}" x2="{self.w - self.right}" y1="{base}" '
-            f'y2="{base}" stroke="#888"/>'
-            f'<text x="{(self.left + self.w - self.right) / 2:.0f}" y="{self.h - 6}" '
-            f'text-anchor="middle">{esc(x_label)}</text>'
-            f'<text transform="translate(14,{(self.top + base) / 2:.0f}) rotate(-90)" '
-            f'text-anchor="middle">{esc(y_label)}</text>'
+def table_html(
+    headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset()
+) -> str:
+    """A sortable table; cells are already-escaped markup."""
+    if not rows:
+        return '<p class="muted">None.</p>'
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
+            for i, c in enumerate(row)
         )
-        return parts
-
-
-def _svg(width: int, height: int, parts: list[str], label: str) -> str:
+        + "</tr>"
+        for row in rows
+    )
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-label="{esc(label)}">{"".join(parts)}</svg>'
+        f'<table class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table>"
     )
 
 
-def bar_chart(
-    values: Sequence[float],
-    labels: Sequence[str],
-    *,
-    tips: Sequence[str],
-    x_label: str,
-    y_label: str,
-    percent: bool = False,
-    ci: Sequence[tuple[float, float]] | None = None,
-    show_labels: bool = True,
-    width: int = 560,
-    height: int = 260,
-) -> str:
-    """Vertical bars, optionally with CI whiskers; ``tips`` become hover titles."""
-    if not values:
-        return '<p class="muted">Nothing to plot.</p>'
-    top = max([*values, *(hi for _, hi in ci or [])], default=0.0)
-    frame = _Frame(width, height, (0, len(values)), nice_ticks(0.0, max(top, 1e-9)))
-    parts = frame.axes(y_label, x_label, percent)
-    slot = frame.x(1) - frame.x(0)
-    for i, (value, tip) in enumerate(zip(values, tips, strict=True)):
-        x, y = frame.x(i) + slot * 0.12, frame.y(value)
-        parts.append(
-            f'<rect x="{x:.2f}" y="{y:.2f}" width="{max(slot * 0.76, 0.5):.2f}" '
-            f'height="{frame.y(0) - y:.2f}" fill="{BLUE}"><title>{esc(tip)}</title>'
-            "</rect>"
-        )
-        if ci is not None and not any(math.isnan(c) for c in ci[i]):
-            cx, (lo, hi) = frame.x(i + 0.5), ci[i]
-            parts.append(
-                f'<path d="M{cx:.1f},{frame.y(lo):.1f}V{frame.y(hi):.1f}'
-                f"M{cx - 5:.1f},{frame.y(lo):.1f}h10M{cx - 5:.1f},{frame.y(hi):.1f}h10"
-                f'" stroke="{GREY}" stroke-width="1.5" fill="none"/>'
+def diff_html(reference_norm: str, hypothesis_norm: str) -> str:
+    """Word-level diff: substitutions, deletions and insertions in distinct styles."""
+    out = []
+    for op, ref, hyp in align_words(reference_norm, hypothesis_norm):
+        if op == "equal":
+            out.append(esc(ref))
+        elif op == "substitute":
+            out.append(
+                f'<span class="sub" title="substitution"><span class="ref">{esc(ref)}'
+                f"</span>&rarr;{esc(hyp)}</span>"
             )
-        if show_labels:
-            parts.append(
-                f'<text x="{frame.x(i + 0.5):.1f}" y="{frame.y(0) + 15:.1f}" '
-                f'text-anchor="middle">{esc(labels[i])}</text>'
-            )
-    return _svg(width, height, parts, y_label)
+        elif op == "delete":
+            out.append(f'<span class="del" title="deletion">{esc(ref)}</span>')
+        else:
+            out.append(f'<span class="ins" title="insertion">{esc(hyp)}</span>')
+    return " ".join(out) or '<span class="muted">(both empty)</span>'
 
 
-def scatter_plot(
-    xs: Sequence[float],
-    ys: Sequence[float],
-    *,
-    tips: Sequence[str],
-    x_label: str,
-    y_label: str,
-    percent_y: bool = False,
-    width: int = 560,
-    height: int = 260,
-) -> str:
-    """Points with hover titles; axes span the data with round ticks."""
-    if not xs:
-        return '<p class="muted">Nothing to plot.</p>'
-    x_ticks = nice_ticks(min(xs), max(xs), 6)
-    y_ticks = nice_ticks(min(0.0, min(ys)), max(max(ys), 1e-9))
-    frame = _Frame(width, height, (x_ticks[0], x_ticks[-1]), y_ticks)
-    parts = frame.axes(y_label, x_label, percent_y)
-    for t in x_ticks:
-        parts.append(
-            f'<text x="{frame.x(t):.1f}" y="{frame.y(y_ticks[0]) + 15:.1f}" '
-            f'text-anchor="middle">{esc(f"{t:g}")}</text>'
-        )
-    for x, y, tip in zip(xs, ys, tips, strict=True):
-        parts.append(
-            f'<circle cx="{frame.x(x):.1f}" cy="{frame.y(y):.1f}" r="4" '
-            f'fill="{ORANGE}" fill-opacity="0.75" stroke="#7a5200">'
-            f"<title>{esc(tip)}</title></circle>"
-        )
-    return _svg(width, height, parts, f"{y_label} against {x_label}")
+LEGEND = (
+    '<p class="legend">Legend: <span class="sub"><span class="ref">reference</span>'
+    '&rarr;hypothesis</span> substitution <span class="del">word</span> deletion '
+    '<span class="ins">word</span> insertion</p>'
+)
+
+
+def flags_html(flags: Any) -> str:
+    return "".join(f'<span class="flag">{esc(f)}</span>' for f in flags)
