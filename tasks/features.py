@@ -17,7 +17,7 @@ import torch
 from prefect import task
 from prefect.cache_policies import NONE
 
-from s2s_models.audio import SAMPLE_RATE, log_mel_spectrogram
+from s2s_models.audio import N_FFT, SAMPLE_RATE, log_mel_spectrogram
 from tasks.ingest import decode_flac
 from tasks.schemas import FEATURES
 from tasks.stage import fingerprint, write_part
@@ -67,6 +67,28 @@ def signal_stats(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict:
     }
 
 
+def _features_row(
+    utt_id: str, key: str, audio: np.ndarray, options: FeatureOptions
+) -> dict:
+    # The centred STFT reflects N_FFT // 2 samples at each end, so clips shorter
+    # than that (a few ms) are zero-padded to one window first.
+    padded = np.pad(audio, (0, max(0, N_FFT - audio.size)))
+    with torch.inference_mode():
+        mel = log_mel_spectrogram(
+            torch.from_numpy(padded), n_mels=options.n_mels, device=options.device
+        )  # (n_mels, n_frames)
+    return {
+        "utt_id": utt_id,
+        "input_key": key,
+        "n_mels": int(mel.shape[0]),
+        "n_frames": int(mel.shape[1]),
+        "log_mel": mel.to(torch.float16).cpu().numpy(),
+        **signal_stats(audio),
+        "status": "ok",
+        "error": None,
+    }
+
+
 def compute_features(
     utt_ids: list[str],
     keys: list[str],
@@ -77,23 +99,18 @@ def compute_features(
     options.verify()
     rows = []
     for utt_id, key, audio in zip(utt_ids, keys, audios, strict=True):
-        with torch.inference_mode():
-            mel = log_mel_spectrogram(
-                torch.from_numpy(audio), n_mels=options.n_mels, device=options.device
-            )  # (n_mels, n_frames)
-        mel16 = mel.to(torch.float16).cpu().numpy()
-        rows.append(
-            {
-                "utt_id": utt_id,
-                "input_key": key,
-                "n_mels": int(mel16.shape[0]),
-                "n_frames": int(mel16.shape[1]),
-                "log_mel": mel16,
-                **signal_stats(audio),
-                "status": "ok",
-                "error": None,
-            }
-        )
+        try:
+            rows.append(_features_row(utt_id, key, audio, options))
+        except Exception as exc:  # noqa: BLE001 - one bad item is a failed row
+            rows.append(
+                {
+                    "utt_id": utt_id,
+                    "input_key": key,
+                    "log_mel": None,
+                    "status": "failed",
+                    "error": f"{type(exc).__name__}: {exc}",
+                }
+            )
     return rows
 
 

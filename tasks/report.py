@@ -21,6 +21,7 @@ from tasks.report_assets import (
     audio_player,
     ci_text,
     diff_html,
+    duration_text,
     esc,
     flags_html,
     num,
@@ -59,10 +60,11 @@ def _cards(summary: dict, run_info: dict) -> str:
         for name in ("wer", "cer"):
             ci = ci_text(summary[f"{name}_ci_low"], summary[f"{name}_ci_high"])
             cards.append((pct(summary[name]), f"{name.upper()} ({level}% CI {ci})"))
+        n_ref = summary["n_with_reference"]
+        cards.append((f"{summary['n_scored']}", f"scored ({n_ref} with reference)"))
     cards += [
         (f"{summary['n_utts']}", f"utterances ({summary['n_failed']} failed)"),
-        (f"{summary['n_scored']}", f"scored ({summary['n_with_reference']} with ref)"),
-        (f"{summary['audio_hours'] * 60:.1f} min", "audio"),
+        (duration_text(summary["audio_hours"] * 3600.0), "audio"),
         (f"{summary['n_flagged']}", "flagged utterances"),
     ]
     rtfx = stage_rtfx(run_info, summary).get("total")
@@ -101,10 +103,14 @@ def _utterance_card(row: pd.Series, clip: bytes | None, max_clip_bytes: int) -> 
 def _worst_section(table, audio_clips, n_worst, max_clip_bytes) -> str:
     scored = table[table["wer"].notna()]
     if len(scored):
-        shown = scored.sort_values(["wer", "ref_words"], ascending=False)
-        title, note = f"The {min(n_worst, len(shown))} worst utterances", LEGEND
+        shown = scored[scored["wer"] > 0].sort_values(
+            ["wer", "ref_words"], ascending=False
+        )
+        title = f"The {min(n_worst, len(shown))} worst utterances (WER above 0)"
+        note = LEGEND
     else:
-        shown = table[table["avg_logprob"].notna()].sort_values("avg_logprob")
+        decoded = table[~table["flags"].map(lambda f: "failed_decode" in f)]
+        shown = decoded[decoded["avg_logprob"].notna()].sort_values("avg_logprob")
         title = f"The {min(n_worst, len(shown))} least confident utterances"
         note = '<p class="muted">No references: hypotheses shown as decoded.</p>'
     cards = [
@@ -165,7 +171,7 @@ def _slices_section(summary: dict) -> str:
                 esc(s["value"]),
                 str(s["n"]),
                 str(s["n_scored"]),
-                f"{s['audio_hours'] * 60:.1f}",
+                f"{s['audio_hours'] * 3600.0:.1f}",
                 pct(s["wer"]),
                 esc(ci_text(s["wer_ci_low"], s["wer_ci_high"])),
                 pct(s["cer"]),
@@ -174,7 +180,7 @@ def _slices_section(summary: dict) -> str:
             for s in summary["slices"]
             if s["slice"] == kind
         ]
-        headers = [kind, "n", "scored", "audio min", "WER", "WER CI", "CER", "flagged"]
+        headers = [kind, "n", "scored", "audio s", "WER", "WER CI", "CER", "flagged"]
         parts.append(
             f"<h3>By {esc(kind)}</h3>" + table_html(headers, rows, {1, 2, 3, 4, 6, 7})
         )

@@ -48,10 +48,10 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .diff { line-height: 2; margin: 8px 0 4px; word-wrap: break-word; }
 .diff span { padding: 1px 3px; border-radius: 3px; }
 .sub { background: #fde2b3; }
-.diff .sub .ref { text-decoration: line-through; color: #7a4b00; padding: 0; }
+.sub .ref { text-decoration: line-through; color: #7a4b00; padding: 0; }
 .del { background: #f9c9c0; text-decoration: line-through; }
 .ins { background: #bfe8d8; text-decoration: underline; }
-.legend span { margin-right: 10px; }
+.legend > span { margin-right: 10px; }
 .flag { display: inline-block; background: #eef1f5; border: 1px solid var(--line);
   border-radius: 10px; padding: 0 7px; margin: 1px 2px; font-size: 12px; }
 .hyp { white-space: pre-wrap; word-break: break-word; }
@@ -128,6 +128,15 @@ def ci_text(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return ""
     return f"[{pct(low)}, {pct(high)}]"
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds, minutes or hours, whichever reads best."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
 
 
 def num(x: Any, fmt: str = ".2f") -> str:

@@ -30,7 +30,7 @@ def nice_ticks(low: float, high: float, n_target: int = 5) -> list[float]:
     start = math.floor(low / step) * step
     ticks, t = [], start
     while t < high + step * 0.999:
-        ticks.append(round(t, 10))
+        ticks.append(round(t, 10) + 0.0)  # + 0.0 turns -0.0 into 0.0
         t += step
     return ticks
 

@@ -1,0 +1,34 @@
+"""Shared test setup: an isolated Prefect home and one Prefect test harness.
+
+Environment variables are set before Prefect is imported anywhere, so the tests
+never touch the user's Prefect profile or a running server.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_PREFECT_HOME = tempfile.mkdtemp(prefix="s2s-prefect-home-")
+os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures"
+SAMPLES = REPO / "samples" / "speech"
+BAD_AUDIO = FIXTURES / "bad_audio"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One Prefect test server for every flow test in the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield

@@ -1,0 +1,51 @@
+"""ingest-corpus flow end to end: good and broken files, reruns, growth."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow.compute as pc
+import pytest
+
+from flows.ingest_corpus import ingest_corpus
+from tasks.stage import read_stage
+from tests.conftest import BAD_AUDIO, SAMPLES
+from tests.fixtures.make_bad_audio import EXPECTED
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_mixed_corpus_then_rerun_then_growth(tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SAMPLES, corpus / "good")
+    shutil.copytree(BAD_AUDIO, corpus / "bad")
+    run = str(tmp_path / "run")
+
+    summary = ingest_corpus(
+        [str(corpus / "good"), str(corpus / "bad")], run, shard_size=4
+    )
+    n_bad = sum(1 for s, _ in EXPECTED.values() if s == "failed")
+    assert summary["n_files"] == 6 + len(EXPECTED)
+    assert summary["n_failed"] == n_bad
+    ingest = read_stage(run, "ingest")
+    features = read_stage(run, "features", ["utt_id", "n_frames", "status"])
+    ok_ids = set(ingest.filter(pc.equal(ingest["status"], "ok"))["utt_id"].to_pylist())
+    assert set(features["utt_id"].to_pylist()) == ok_ids
+    assert "jfk" in ok_ids and "bad/empty" not in ok_ids
+
+    again = ingest_corpus(
+        [str(corpus / "good"), str(corpus / "bad")], run, shard_size=4
+    )
+    assert again["stages"]["ingest"]["n_todo"] == 0
+    assert again["stages"]["features"]["n_todo"] == 0
+
+    shutil.copy(SAMPLES / "jfk.flac", corpus / "good" / "jfk_copy.flac")
+    (corpus / "bad" / "empty.wav").unlink()
+    grown = ingest_corpus(
+        [str(corpus / "good"), str(corpus / "bad")], run, shard_size=4
+    )
+    assert grown["stages"]["ingest"]["n_todo"] == 1
+    assert grown["stages"]["features"]["n_todo"] == 1
+    ids = read_stage(run, "ingest", ["utt_id"])["utt_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 6 + len(EXPECTED)  # one added, one removed
+    assert "jfk_copy" in ids and "bad/empty" not in ids

@@ -1,0 +1,52 @@
+"""Features stage: log-mel rows and signal statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import soundfile as sf
+import torch
+
+from s2s_models.audio import log_mel_spectrogram
+from tasks.features import FeatureOptions, _mel_column, compute_features, signal_stats
+from tests.conftest import SAMPLES
+
+
+def test_features_row_matches_model_log_mel():
+    audio, rate = sf.read(SAMPLES / "LJ002-0020.wav", dtype="float32")
+    import soxr
+
+    audio = soxr.resample(audio, rate, 16000).astype(np.float32)
+    (row,) = compute_features(["u"], ["k"], [audio], FeatureOptions())
+    mel = row["log_mel"]
+    assert mel.dtype == np.float16 and mel.shape == (80, audio.size // 160)
+    ref = log_mel_spectrogram(torch.from_numpy(audio), n_mels=80).numpy()
+    assert np.max(np.abs(mel.astype(np.float32) - ref)) < 2e-3  # float16 rounding
+
+
+def test_mel_column_roundtrip():
+    mels = [
+        np.arange(6, dtype=np.float16).reshape(2, 3),
+        None,
+        np.ones((2, 1), np.float16),
+    ]
+    col = _mel_column(mels)
+    assert col.type == pa.list_(pa.list_(pa.float16()))
+    assert col.to_pylist() == [[[0, 1, 2], [3, 4, 5]], None, [[1], [1]]]
+
+
+def test_signal_stats():
+    sr = 16000
+    clip = np.concatenate([np.zeros(sr, np.float32), np.ones(sr, np.float32)])
+    stats = signal_stats(clip, sr)
+    assert stats["peak"] == 1.0
+    assert abs(stats["silent_fraction"] - 0.5) < 0.01
+    assert abs(stats["clipped_fraction"] - 0.5) < 1e-6
+    assert abs(stats["rms_dbfs"] - 20 * np.log10(np.sqrt(0.5))) < 1e-3
+
+
+def test_one_sample_clip_gets_a_row():
+    (row,) = compute_features(
+        ["u"], ["k"], [np.array([0.1], np.float32)], FeatureOptions()
+    )
+    assert row["status"] == "ok" and row["n_frames"] >= 1

@@ -1,0 +1,175 @@
+"""Ingestion: discovery of inputs and one row per input, failures included."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tasks.ingest import (
+    IngestOptions,
+    SourceItem,
+    compute_ingest,
+    decode_flac,
+    discover_inputs,
+    request_key,
+)
+from tests.conftest import BAD_AUDIO, SAMPLES
+from tests.fixtures.make_bad_audio import EXPECTED
+
+
+def _ingest(items: list[SourceItem]) -> list[dict]:
+    opts = IngestOptions()
+    return compute_ingest(items, [request_key(i, opts) for i in items], opts)
+
+
+def test_sample_directory_reads_sidecar_manifest():
+    items = discover_inputs([str(SAMPLES)])
+    by_id = {i.utt_id: i for i in items}
+    assert set(by_id) == {
+        "jfk",
+        "2412-153948-0000",
+        "1995-1837-0001",
+        "LJ001-0001",
+        "LJ002-0020",
+        "sense_and_sensibility_01_austen_64kb-0880",
+    }
+    assert by_id["jfk"].reference.startswith("And so my fellow Americans")
+    assert by_id["LJ002-0020"].speaker == "ljspeech"
+
+
+def test_stereo_24bit_44k_is_downmixed_and_resampled():
+    rows = _ingest([SourceItem("jfk", str(SAMPLES / "jfk.flac"))])
+    (row,) = rows
+    assert row["status"] == "ok", row["error"]
+    assert (row["source_sample_rate"], row["source_channels"]) == (44100, 2)
+    assert row["source_format"] == "FLAC/PCM_24"
+    audio, rate = decode_flac(row["audio"]["bytes"])
+    assert rate == 16000 and audio.ndim == 1
+    assert row["num_samples"] == audio.size == pytest.approx(11.0 * 16000, abs=2)
+    # Same content: compare with a direct decode + resample of the source.
+    import soxr
+
+    src, sr = sf.read(SAMPLES / "jfk.flac", dtype="float32")
+    ref = soxr.resample(src.mean(axis=1), sr, 16000)
+    n = min(ref.size, audio.size)
+    assert np.max(np.abs(ref[:n] - audio[:n])) < 2e-3  # 16-bit FLAC quantisation
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_kind_of_bad_input(name):
+    status, error = EXPECTED[name]
+    (row,) = _ingest([SourceItem(name, str(BAD_AUDIO / name))])
+    assert row["status"] == status, row["error"]
+    if error is None:
+        assert row["error"] is None and row["num_samples"] >= 1
+    else:
+        assert error in row["error"]
+        assert row["audio"] is None if "audio" in row else True
+
+
+def test_extreme_rates_and_channels_give_sane_audio():
+    rows = _ingest(
+        [
+            SourceItem(n, str(BAD_AUDIO / n))
+            for n in ("rate_1khz.wav", "rate_384khz.wav", "eight_channels.wav")
+        ]
+    )
+    durations = [r["num_samples"] / 16000 for r in rows]
+    assert durations == pytest.approx([1.0, 0.25, 0.5], abs=0.01)
+
+
+def test_missing_file_in_manifest_duplicate_ids_and_escape(tmp_path):
+    shutil.copy(SAMPLES / "LJ002-0020.wav", tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_text(
+        "audio_path,utt_id,reference\n"
+        "a.wav,x,first\n"
+        "a.wav,x,again\n"
+        "missing.wav,y,\n"
+        "../outside.wav,z,\n"
+    )
+    items = discover_inputs([str(tmp_path / "m.csv")])
+    rows = {r["utt_id"]: r for r in _ingest(items)}
+    assert rows["x"]["status"] == "ok" and rows["x"]["reference"] == "first"
+    dup = [r for k, r in rows.items() if k.startswith("x#dup")]
+    assert len(dup) == 1 and "duplicate utt_id 'x'" in dup[0]["error"]
+    assert rows["y"]["status"] == "failed" and "cannot read file" in rows["y"]["error"]
+    assert "escapes the manifest folder" in rows["z"]["error"]
+
+
+def test_manifest_without_audio_path_column(tmp_path):
+    (tmp_path / "m.jsonl").write_text('{"path": "a.wav"}\n')
+    (item,) = discover_inputs([str(tmp_path / "m.jsonl")])
+    (row,) = _ingest([item])
+    assert row["status"] == "failed" and "lacks column 'audio_path'" in row["error"]
+
+
+def test_parquet_manifest_and_memory_uri(tmp_path):
+    import fsspec
+    import pandas as pd
+
+    data = (SAMPLES / "LJ002-0020.wav").read_bytes()
+    with fsspec.open("memory://corpus/clip.wav", "wb") as fh:
+        fh.write(data)
+    pd.DataFrame({"audio_path": ["clip.wav"], "speaker": ["s1"]}).to_parquet(
+        tmp_path / "m.parquet"
+    )
+    with fsspec.open("memory://corpus/m.parquet", "wb") as fh:
+        fh.write((tmp_path / "m.parquet").read_bytes())
+    items = discover_inputs(["memory://corpus/m.parquet"])
+    assert [(i.utt_id, i.path) for i in items] == [("clip", "memory://corpus/clip.wav")]
+    (row,) = _ingest(items)
+    assert row["status"] == "ok" and row["speaker"] == "s1"
+    assert row["source_sha256"] == __import__("hashlib").sha256(data).hexdigest()
+
+
+def test_symlink_loop_is_not_followed(tmp_path):
+    shutil.copy(SAMPLES / "LJ002-0020.wav", tmp_path / "a.wav")
+    os.symlink(tmp_path, tmp_path / "loop")
+    os.symlink(tmp_path / "nowhere.wav", tmp_path / "dangling.wav")
+    rows = {r["utt_id"]: r for r in _ingest(discover_inputs([str(tmp_path)]))}
+    assert rows["a"]["status"] == "ok"
+    assert rows["dangling"]["status"] == "failed"
+    assert len(rows) == 2
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root to switch to an unprivileged user"
+)
+def test_unreadable_file_as_unprivileged_user(tmp_path):
+    # Root reads everything, so drop to 'nobody' in a forked child (modules already
+    # imported) and ingest a file with mode 000 there.
+    path = tmp_path / "secret.wav"
+    shutil.copy(SAMPLES / "LJ002-0020.wav", path)
+    os.chmod(path, 0)
+    os.chmod(tmp_path, 0o755)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            (row,) = _ingest([SourceItem("secret", str(path))])
+            os.write(write_fd, f"{row['status']}|{row['error']}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    result = os.read(read_fd, 4096).decode()
+    assert result.startswith("failed|") and "PermissionError" in result, result
+
+
+def test_request_key_changes_with_content(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, np.zeros(1600, np.float32), 16000)
+    item = SourceItem("a", str(path))
+    first = request_key(item, IngestOptions())
+    buf = io.BytesIO()
+    sf.write(buf, np.ones(1600, np.float32) * 0.1, 16000, format="WAV")
+    path.write_bytes(buf.getvalue())
+    os.utime(path, ns=(1, 1))
+    assert request_key(item, IngestOptions()) != first
