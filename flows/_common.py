@@ -25,6 +25,7 @@ class StageReport:
     n_todo: int = 0
     n_skipped: int = 0
     n_removed: int = 0
+    audio_s: float = 0.0  # audio seconds of the rows done in this run
     failed_shards: list[str] = field(default_factory=list)
     wall_s: float = 0.0
 

@@ -8,7 +8,13 @@ from dataclasses import asdict
 from flows._common import StageReport, finish_stage, part_indices, run_shards
 from tasks.features import FeatureOptions, feature_key, features_shard
 from tasks.ingest import IngestOptions, ingest_shard, item_to_dict, plan_ingest
-from tasks.stage import plan_downstream
+from tasks.stage import plan_downstream, shard_seconds
+from tasks.transcribe import (
+    model_fingerprint,
+    transcribe_options,
+    transcribe_shard,
+    transcript_key,
+)
 
 INGEST_CONCURRENCY = 2  # decoding and resampling release the GIL
 
@@ -81,6 +87,60 @@ def features_stage(
     record = {
         "upstream": "ingest",
         "parameters": asdict(options),
+        "shard_size": shard_size,
+    }
+    return finish_stage(run_dir, report, wanted, started, record)
+
+
+ASR_CONCURRENCY = 1  # one model per process: shards queue behind each other
+
+
+def transcripts_stage(
+    run_dir: str,
+    model: str,
+    device: str,
+    settings: dict,
+    shard_size: int,
+    retry_failed: bool,
+) -> StageReport:
+    started = time.perf_counter()
+    options = transcribe_options(settings)
+    model_fp = model_fingerprint(model)
+    shards, wanted = plan_downstream(
+        run_dir,
+        "ingest",
+        "transcripts",
+        lambda k: transcript_key(k, model_fp, options),
+        shard_size,
+        retry_failed,
+    )
+    n_todo = sum(s.n_items for s in shards)
+    report = StageReport("transcripts", len(shards), n_todo, len(wanted) - n_todo)
+    indices = part_indices(run_dir, "transcripts", len(shards))
+    seconds = shard_seconds(shards)
+    report.audio_s = round(sum(seconds), 3)
+    calls = [
+        {
+            "run_dir": run_dir,
+            "part_index": index,
+            "ingest_part": shard.upstream_part,
+            "utt_ids": shard.utt_ids,
+            "model": model,
+            "device": device,
+            "settings": settings,
+            "model_fp": model_fp,
+        }
+        for index, shard in zip(indices, shards, strict=True)
+    ]
+    report.failed_shards = run_shards(
+        transcribe_shard, calls, seconds, "transcribe", "audio s", ASR_CONCURRENCY
+    )
+    record = {
+        "upstream": "ingest",
+        "model": model,
+        "model_fingerprint": model_fp,
+        "device": device,
+        "parameters": settings,
         "shard_size": shard_size,
     }
     return finish_stage(run_dir, report, wanted, started, record)

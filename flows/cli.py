@@ -68,6 +68,76 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return _exit_code(summary)
 
 
+def _print_transcribe_summary(summary: dict) -> None:
+    _print_ingest_summary(summary)
+    ev, info = summary["evaluation"], summary["run_info"]
+    asr_s = info["stage_seconds"].get("transcripts") or 0.0
+    audio_s = summary["audio_hours"] * 3600
+    stage = summary["stages"]["transcripts"]
+    if stage["n_todo"] and asr_s > 0:
+        print(
+            f"ASR speed     RTFx {stage['audio_s'] / asr_s:.1f} (audio s / wall s over "
+            f"{stage['n_todo']} new utterances, model loading included)"
+        )
+    print(f"wall time     {info['wall_seconds']:.1f} s for {audio_s:.1f} s of audio")
+    if ev.get("wer") is not None:
+        print(
+            f"WER           {100 * ev['wer']:.2f}% (95% CI {100 * ev['wer_ci_low']:.2f}"
+            f"-{100 * ev['wer_ci_high']:.2f}), CER {100 * ev['cer']:.2f}%, "
+            f"{ev['n_scored']} scored utterances ({ev['normalizer']} normaliser)"
+        )
+    else:
+        print("WER           no references")
+    print(f"flagged       {ev['n_flagged']} utterances")
+    print(f"report        {summary['report']}")
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from flows.transcribe_corpus import transcribe_corpus
+
+    summary = transcribe_corpus(
+        inputs=args.inputs,
+        run_dir=args.out,
+        model=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        beam_size=args.beam_size,
+        language=args.language,
+        shard_size=args.shard_size,
+        normalizer=args.normalizer,
+        compare_to=args.compare,
+        retry_failed=args.retry_failed,
+    )
+    _emit(summary, args, _print_transcribe_summary)
+    return _exit_code(summary)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from flows.review_run import review_run
+
+    path = review_run(run_dir=args.run_dir, compare_to=args.compare)
+    print(f"report        {path}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from flows.serve import serve_project
+
+    if not os.environ.get("PREFECT_API_URL"):
+        print(
+            "s2s serve: schedules need a Prefect server. Start one with "
+            "'prefect server start' and set PREFECT_API_URL "
+            "(e.g. http://127.0.0.1:4200/api).",
+            file=sys.stderr,
+        )
+        return 2
+    os.chdir(Path(args.prefect_yaml).resolve().parent)
+    serve_project(Path(args.prefect_yaml).resolve(), args.deployment or None)
+    return 0
+
+
 def _emit(summary: dict, args: argparse.Namespace, printer) -> None:
     if args.json:
         print(json.dumps(summary, indent=2, default=str))
@@ -121,6 +191,77 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--n-mels", type=int, default=80, choices=(80, 128))
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe a corpus, score it, write a review report",
+        description="ingest -> features -> transcripts (Whisper) -> evaluation -> "
+        "RUN_DIR/report.html. Reruns transcribe only new or changed audio, or "
+        "everything again when the model or decoding settings change.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    _add_common(p)
+    p.add_argument(
+        "--model",
+        default="tiny.en",
+        help="tiny.en (bundled, default), base (extra 'base'), or a "
+        "checkpoint path (CTranslate2 or Hugging Face folder, OpenAI .pt)",
+    )
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="30 s chunks decoded together (default: 8)",
+    )
+    p.add_argument(
+        "--beam-size", type=int, default=1, help="1 = greedy (default), 5 = beam search"
+    )
+    p.add_argument(
+        "--language",
+        default=None,
+        help="language code; default: English for .en models, "
+        "detected for multilingual ones",
+    )
+    p.add_argument(
+        "--normalizer",
+        default="whisper_english",
+        choices=("whisper_english", "basic"),
+        help="text normalisation before WER (default: whisper_english)",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="OTHER_RUN_DIR",
+        default=None,
+        help="also show what changed against another run",
+    )
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser(
+        "report",
+        help="(re)build RUN_DIR/report.html, optionally against another run",
+        description="Rebuild the review report of a finished run; with --compare, "
+        "show the WER delta (with its 95%% CI) and the utterances that got better "
+        "or worse against OTHER_RUN_DIR.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--compare", metavar="OTHER_RUN_DIR", default=None)
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the prefect.yaml deployments with their schedules (no work pool)",
+        description="Run the deployments of prefect.yaml (nightly transcription, "
+        "weekly review) on their cron schedules from this process. Needs a Prefect "
+        "server: 'prefect server start' and PREFECT_API_URL.",
+    )
+    p.add_argument("--prefect-yaml", default="prefect.yaml")
+    p.add_argument(
+        "--deployment", action="append", help="serve only this deployment (repeatable)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -13,7 +13,9 @@ lives with the flows. Everything here is deterministic for a given ``seed``.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import posixpath
 from collections import Counter
 from dataclasses import dataclass
@@ -21,6 +23,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from prefect import task
+from prefect.cache_policies import NONE
 
 from tasks.evaluate_metrics import (
     NORMALIZERS,
@@ -482,3 +487,47 @@ def _paired_wer(table: pd.DataFrame, opts: EvaluationOptions) -> dict[str, float
         "delta_ci_low": low,
         "delta_ci_high": high,
     }
+
+
+# ---------------------------------------------------------------- stage task
+
+_TRANSCRIPT_READ = [
+    "utt_id", "text", "segments", "avg_logprob", "no_speech_prob",
+    "compression_ratio", "temperature", "duration_s", "decode_seconds", "model",
+    "status", "error",
+]  # fmt: skip
+_METADATA_READ = [
+    "utt_id", "reference", "speaker", "source_path", "duration_s", "status", "error",
+]  # fmt: skip
+
+
+def summary_path(run_dir: str) -> str:
+    return posixpath.join(str(run_dir), "evaluation", "summary.json")
+
+
+@task(name="evaluate-run", cache_policy=NONE)
+def evaluate_run(run_dir: str, options: dict) -> dict:
+    """Score every transcript of RUN_DIR; write `evaluation/part-00000.parquet`
+    (one row per utterance) and `evaluation/summary.json`; return the summary.
+
+    Cheap next to decoding, so it is recomputed whole on every run: references or
+    the normaliser may have changed even when no transcript did.
+    """
+    from tasks.stage import list_parts, read_stage, write_part
+
+    transcripts = read_stage(run_dir, "transcripts", _TRANSCRIPT_READ).to_pandas()
+    metadata = read_stage(run_dir, "ingest", _METADATA_READ).to_pandas()
+    per_utt, summary = compute_evaluation(
+        transcripts, metadata, EvaluationOptions(**options)
+    )
+    table = pa.Table.from_pandas(per_utt[list(PER_UTT_COLUMNS)], preserve_index=False)
+    written = write_part(run_dir, "evaluation", 0, table)
+    for stale in list_parts(run_dir, "evaluation"):
+        if stale != written:
+            stale.unlink()
+    path = summary_path(run_dir)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(summary, fh, indent=2)
+    os.replace(tmp, path)
+    return summary

@@ -12,6 +12,8 @@ import json
 import math
 
 import pandas as pd
+from prefect import task
+from prefect.cache_policies import NONE
 
 from tasks.evaluate import FLAG_NAMES
 from tasks.report_assets import (
@@ -395,3 +397,77 @@ def render_markdown_summary(summary: dict, run_info: dict) -> str:
     if summary.get("wer") is None:
         lines += ["", "No references: WER not computed."]
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- stage task
+
+_REPORT_TRANSCRIPT_COLUMNS = [
+    "utt_id", "text", "avg_logprob", "no_speech_prob", "compression_ratio",
+    "decode_seconds", "status", "error",
+]  # fmt: skip
+
+
+def _clips_for(run_dir: str, utt_ids: list[str]) -> dict[str, bytes]:
+    """FLAC bytes of the given utterances, read from the ingest stage."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from tasks.stage import list_parts
+
+    parts = [str(p) for p in list_parts(run_dir, "ingest")]
+    if not parts or not utt_ids:
+        return {}
+    table = ds.dataset(parts, format="parquet").to_table(
+        columns=["utt_id", "audio"], filter=pc.field("utt_id").isin(utt_ids)
+    )
+    return {
+        row["utt_id"]: row["audio"]["bytes"]
+        for row in table.to_pylist()
+        if row["audio"] is not None
+    }
+
+
+def _shown_ids(per_utt: pd.DataFrame, transcripts: pd.DataFrame, n: int) -> list[str]:
+    """The utterances the worst list will show (the same order as the page)."""
+    scored = per_utt[per_utt["wer"].notna() & (per_utt["wer"] > 0)]
+    if len(scored):
+        top = scored.sort_values(["wer", "ref_words"], ascending=False)
+        return top["utt_id"].head(n).tolist()
+    ranked = transcripts[transcripts["avg_logprob"].notna()]
+    return ranked.sort_values("avg_logprob")["utt_id"].head(n).tolist()
+
+
+@task(name="report-run", cache_policy=NONE)
+def report_run(
+    run_dir: str, run_info: dict, compare_to: str | None = None, n_worst: int = 20
+) -> str:
+    """Write RUN_DIR/report.html from the evaluation stage; return its path.
+
+    With `compare_to` (another run folder over the same utterances), the page also
+    shows what changed: WER delta with its CI, better and worse utterances.
+    """
+    import os
+
+    from tasks.evaluate import compute_comparison, summary_path
+    from tasks.stage import read_stage
+
+    per_utt = read_stage(run_dir, "evaluation").to_pandas()
+    with open(summary_path(run_dir)) as fh:
+        summary = json.load(fh)
+    transcripts = read_stage(run_dir, "transcripts", _REPORT_TRANSCRIPT_COLUMNS)
+    transcripts = transcripts.to_pandas()
+    comparison = None
+    if compare_to:
+        other = read_stage(compare_to, "evaluation").to_pandas()
+        _, comparison = compute_comparison(
+            other, per_utt, label_a=os.path.basename(os.path.normpath(compare_to)),
+            label_b=os.path.basename(os.path.normpath(run_dir)),
+        )
+    clips = _clips_for(run_dir, _shown_ids(per_utt, transcripts, n_worst))
+    html = render_report(per_utt, summary, transcripts, clips, run_info, comparison,
+                         n_worst=n_worst)
+    path = os.path.join(run_dir, "report.html")
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(html)
+    os.replace(path + ".tmp", path)
+    return path

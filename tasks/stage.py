@@ -333,6 +333,23 @@ def plan_downstream(
     return shards, wanted
 
 
+def shard_seconds(shards: list[Shard]) -> list[float]:
+    """Audio seconds in each shard (from the upstream ingest parts), for progress."""
+    durations: dict[str, dict[str, float]] = {}
+    out = []
+    for shard in shards:
+        if shard.upstream_part not in durations:
+            cols = pq.read_table(
+                shard.upstream_part, columns=["utt_id", "duration_s"]
+            ).to_pydict()
+            durations[shard.upstream_part] = dict(
+                zip(cols["utt_id"], cols["duration_s"], strict=True)
+            )
+        known = durations[shard.upstream_part]
+        out.append(float(sum(known.get(u) or 0.0 for u in shard.utt_ids)))
+    return out
+
+
 def chunked(items: list, size: int) -> list[list]:
     assert size > 0, "shard size must be positive"
     return [items[i : i + size] for i in range(0, len(items), size)]

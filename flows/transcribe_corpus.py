@@ -1,0 +1,95 @@
+"""Flow `transcribe-corpus`: ingest -> features -> transcripts -> evaluation -> report.
+
+CLI: `s2s transcribe INPUT... --out RUN_DIR`. Every stage writes Parquet under
+RUN_DIR/<stage>/ and a rerun only does what changed (new or changed audio, another
+model or other decoding settings).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import flow
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+
+from flows._stages import features_stage, ingest_stage, transcripts_stage
+from tasks.evaluate import evaluate_run
+from tasks.features import FeatureOptions
+from tasks.ingest import IngestOptions
+from tasks.report import render_markdown_summary, report_run, summary_table_rows
+from tasks.stage import RunLock
+from tasks.summary import summarize_ingest
+
+
+@flow(name="transcribe-corpus", log_prints=False)
+def transcribe_corpus(
+    inputs: list[str],
+    run_dir: str,
+    model: str = "tiny.en",
+    device: str = "auto",
+    batch_size: int = 8,
+    beam_size: int = 1,
+    language: str | None = None,
+    shard_size: int = 256,
+    asr_shard_size: int = 64,
+    normalizer: str = "whisper_english",
+    compare_to: str | None = None,
+    retry_failed: bool = False,
+) -> dict:
+    """Transcribe a corpus into RUN_DIR, score it, and write RUN_DIR/report.html.
+
+    Returns a JSON-friendly summary: file counts, audio hours, RTFx, WER with its
+    95% CI when references exist, and each stage's report.
+    """
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    settings = {"batch_size": batch_size, "beam_size": beam_size, "language": language}
+    with RunLock(run_dir):
+        stages = [
+            ingest_stage(run_dir, inputs, IngestOptions(), shard_size, retry_failed),
+            features_stage(run_dir, FeatureOptions(), shard_size, retry_failed),
+            transcripts_stage(
+                run_dir, model, device, settings, asr_shard_size, retry_failed
+            ),
+        ]
+        evaluation = evaluate_run(run_dir, {"normalizer": normalizer})
+        summary = summarize_ingest(run_dir, stages)
+        run_info = {
+            "title": f"Transcription review: {Path(run_dir).name}",
+            "model": model,
+            "device": device,
+            "settings": settings,
+            "inputs": inputs,
+            "started_at": started_at,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "stage_seconds": {s.stage: s.wall_s for s in stages},
+            "wall_seconds": round(time.perf_counter() - t0, 3),
+        }
+        report = report_run(run_dir, run_info, compare_to)
+    summary.update(evaluation=evaluation, report=report, run_info=run_info)
+    _publish_artifacts(evaluation, run_info, report)
+    return summary
+
+
+def _publish_artifacts(evaluation: dict, run_info: dict, report: str) -> None:
+    """The same summary in the Prefect UI (table, markdown, link to the report)."""
+    create_table_artifact(
+        key="transcription-summary",
+        table=summary_table_rows(evaluation),
+        description="Corpus and slice WER with 95% CIs",
+    )
+    create_markdown_artifact(
+        key="transcription-report",
+        markdown=render_markdown_summary(evaluation, run_info),
+    )
+    create_link_artifact(
+        key="transcription-report-html",
+        link=Path(report).resolve().as_uri(),
+        link_text="report.html",
+    )

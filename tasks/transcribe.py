@@ -1,0 +1,178 @@
+"""Stage `transcripts`: Whisper ASR over the ingested audio, shard by shard.
+
+The model is loaded once per worker process (`get_asr` caches it) and reused by
+every shard that process runs. A row's `input_key` covers the audio content, the
+model weights and every decoding setting, so a rerun redoes exactly the rows whose
+audio, model or settings changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NONE
+
+from s2s_models import TranscribeOptions, load_asr
+from s2s_models.whisper.checkpoints import resolve_checkpoint
+from tasks.ingest import decode_flac
+from tasks.schemas import TRANSCRIPTS
+from tasks.stage import fingerprint, write_part
+
+
+@functools.lru_cache(maxsize=2)
+def get_asr(model: str, device: str):
+    """The ASR model for this process, loaded on first use."""
+    return load_asr(model, device=device)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_fingerprint(model: str) -> str:
+    """Content hash of a checkpoint's files, without loading the model."""
+    root = Path(resolve_checkpoint(model))
+    files = (
+        sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    )
+    hashes = []
+    for path in files:
+        st = path.stat()
+        hashes.append((path.name, _file_sha256(str(path), st.st_size, st.st_mtime_ns)))
+    return fingerprint(hashes)
+
+
+def transcribe_options(settings: dict) -> TranscribeOptions:
+    """Build (and check) the decoding options from JSON-friendly settings."""
+    options = TranscribeOptions(**settings)
+    options.verify()
+    return options
+
+
+def settings_json(options: TranscribeOptions) -> str:
+    return json.dumps(dataclasses.asdict(options), sort_keys=True, default=str)
+
+
+def transcript_key(ingest_key: str, model_fp: str, options: TranscribeOptions) -> str:
+    return fingerprint("transcripts", ingest_key, model_fp, settings_json(options))
+
+
+def _row(utt_id, key, result, duration_s, decode_s, meta) -> dict:
+    segments = [dataclasses.asdict(s) for s in result.segments]
+    return {
+        "utt_id": utt_id,
+        "input_key": key,
+        "text": result.text,
+        "language": result.language,
+        "segments": segments,
+        "avg_logprob": result.avg_logprob,
+        "no_speech_prob": result.no_speech_prob,
+        "compression_ratio": result.compression_ratio,
+        "temperature": result.temperature,
+        "duration_s": duration_s,
+        "decode_seconds": decode_s,
+        "status": "ok",
+        "error": None,
+        **meta,
+    }
+
+
+def _failed(utt_id, key, duration_s, error, meta) -> dict:
+    return {
+        "utt_id": utt_id,
+        "input_key": key,
+        "duration_s": duration_s,
+        "status": "failed",
+        "error": error,
+        **meta,
+    }
+
+
+def compute_transcripts(
+    asr,
+    utt_ids: list[str],
+    keys: list[str],
+    audios: list[np.ndarray],
+    options: TranscribeOptions,
+    meta: dict,
+) -> list[dict]:
+    """Pure stage logic: transcribe a shard in batches across files.
+
+    If a whole call fails, items are retried one by one so that one bad item
+    becomes one failed row and the rest of the shard still gets transcribed.
+    `decode_seconds` shares the wall time among items by audio duration.
+    """
+    durations = [a.size / 16000 for a in audios]
+    started = time.perf_counter()
+    try:
+        results = asr.transcribe(audios, options)
+        errors = [None] * len(audios)
+    except Exception:  # noqa: BLE001 - isolate the failing item(s) below
+        results, errors = [], []
+        for audio in audios:
+            try:
+                results.append(asr.transcribe([audio], options)[0])
+                errors.append(None)
+            except Exception as exc:  # noqa: BLE001 - becomes a failed row
+                results.append(None)
+                errors.append(f"{type(exc).__name__}: {exc}")
+    wall = time.perf_counter() - started
+    total = sum(durations) or 1.0
+    rows = []
+    for utt_id, key, result, error, dur in zip(
+        utt_ids, keys, results, errors, durations, strict=True
+    ):
+        if error is not None:
+            rows.append(_failed(utt_id, key, dur, error, meta))
+        else:
+            rows.append(_row(utt_id, key, result, dur, wall * dur / total, meta))
+    return rows
+
+
+@task(name="transcribe-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def transcribe_shard(
+    run_dir: str,
+    part_index: int,
+    ingest_part: str,
+    utt_ids: list[str],
+    model: str,
+    device: str,
+    settings: dict,
+    model_fp: str,
+) -> str:
+    """Transcribe `utt_ids` of one ingest part; write one transcripts part."""
+    options = transcribe_options(settings)
+    asr = get_asr(model, device)
+    wanted = set(utt_ids)
+    table = pq.read_table(ingest_part, columns=["utt_id", "input_key", "audio"])
+    ids, keys, audios = [], [], []
+    for row in table.to_pylist():
+        if row["utt_id"] in wanted:
+            ids.append(row["utt_id"])
+            keys.append(transcript_key(row["input_key"], model_fp, options))
+            audios.append(decode_flac(row["audio"]["bytes"])[0])
+    meta = {
+        "model": model,
+        "model_fingerprint": model_fp,
+        "device": str(asr.device),
+        "beam_size": options.beam_size or 1,
+        "language_setting": options.language or "auto",
+        "decoding_settings": settings_json(options),
+    }
+    rows = compute_transcripts(asr, ids, keys, audios, options, meta)
+    out = pa.Table.from_pylist(rows, schema=TRANSCRIPTS)
+    return str(write_part(run_dir, "transcripts", part_index, out))
