@@ -460,12 +460,15 @@ def report_run(
     if compare_to:
         other = read_stage(compare_to, "evaluation").to_pandas()
         _, comparison = compute_comparison(
-            other, per_utt, label_a=os.path.basename(os.path.normpath(compare_to)),
+            other,
+            per_utt,
+            label_a=os.path.basename(os.path.normpath(compare_to)),
             label_b=os.path.basename(os.path.normpath(run_dir)),
         )
     clips = _clips_for(run_dir, _shown_ids(per_utt, transcripts, n_worst))
-    html = render_report(per_utt, summary, transcripts, clips, run_info, comparison,
-                         n_worst=n_worst)
+    html = render_report(
+        per_utt, summary, transcripts, clips, run_info, comparison, n_worst=n_worst
+    )
     path = os.path.join(run_dir, "report.html")
     with open(path + ".tmp", "w", encoding="utf-8") as fh:
         fh.write(html)
