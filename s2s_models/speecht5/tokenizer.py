@@ -1,0 +1,136 @@
+"""SpeechT5's character tokenizer (SentencePiece ``spm_char.model``), with the text
+normalisation we apply before it.
+
+Ids follow the published model: ``<s>`` = 0, ``<pad>`` = 1, ``</s>`` = 2,
+``<unk>`` = 3, then one id per character; ``encode`` appends ``</s>``. A character that
+the vocabulary lacks would become ``<unk>``; instead we remove it and report it, so the
+caller can decide (spell out numbers, transliterate, or accept the loss). Numbers are
+not expanded here: digits outside the vocabulary are reported like any other character.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+SPACE_PIECE = "\u2581"  # SentencePiece's visible space, "▁"
+VOCAB_FILE = "spm_char.model"
+
+# Typographic characters that NFKC leaves alone, mapped to the ASCII the model knows.
+PUNCTUATION_MAP = {
+    "\u2018": "'",  # left single quote
+    "\u2019": "'",  # right single quote / apostrophe
+    "\u201a": ",",  # low single quote
+    "\u201b": "'",
+    "\u2032": "'",  # prime
+    "\u00b4": "'",  # acute accent used as apostrophe
+    "`": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u00ab": '"',
+    "\u00bb": '"',
+    "\u2010": "-",  # hyphen
+    "\u2011": "-",  # non-breaking hyphen
+    "\u2012": "-",
+    "\u2013": "-",  # en dash
+    "\u2014": "-",  # em dash
+    "\u2212": "-",  # minus sign
+}
+
+
+def normalize_text(
+    text: str, vocabulary: Collection[str] | None = None
+) -> tuple[str, list[str]]:
+    """NFKC, typographic punctuation -> ASCII, whitespace collapsed and stripped.
+
+    With a ``vocabulary`` (set of single characters, space included), a letter missing
+    from it falls back to its other case when that one is known, and every remaining
+    unknown character is removed. Returns the text and the unknown characters (each
+    once, in order of first appearance).
+    """
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(PUNCTUATION_MAP.get(ch, ch) for ch in text)
+    text = " ".join(text.split())
+    if vocabulary is None:
+        return text, []
+    kept, unknown = [], []
+    for ch in text:
+        if ch not in vocabulary:
+            for other in (ch.lower(), ch.upper()):
+                if len(other) == 1 and other in vocabulary:
+                    ch = other
+                    break
+            else:
+                if ch not in unknown:
+                    unknown.append(ch)
+                continue
+        kept.append(ch)
+    return " ".join("".join(kept).split()), unknown
+
+
+class EncodedText(NamedTuple):
+    ids: list[int]  # token ids, </s> last
+    text: str  # the normalised text that was encoded
+    unknown_chars: list[str]  # removed because the vocabulary lacks them
+
+
+class EncodedBatch(NamedTuple):
+    input_ids: Tensor  # (batch, n_text) int64, right-padded with pad_id
+    attention_mask: Tensor  # (batch, n_text) int64, 1 = real token
+    unknown_chars: list[list[str]]  # per text
+
+
+class SpeechT5Tokenizer:
+    """Character tokenizer over a SentencePiece model (needs ``sentencepiece``)."""
+
+    def __init__(self, model_file: str | Path):
+        import sentencepiece as spm
+
+        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        self.bos_id = self.sp.bos_id()
+        self.pad_id = self.sp.pad_id()
+        self.eos_id = self.sp.eos_id()
+        self.unk_id = self.sp.unk_id()
+        pieces = (self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size()))
+        chars = {p for p in pieces if len(p) == 1}
+        if SPACE_PIECE in chars:
+            chars.add(" ")
+        self.vocabulary: frozenset[str] = frozenset(chars)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path) -> SpeechT5Tokenizer:
+        """From a Hugging Face ``microsoft/speecht5_tts`` folder (spm_char.model)."""
+        return cls(Path(model_dir) / VOCAB_FILE)
+
+    def normalize_text(self, text: str) -> tuple[str, list[str]]:
+        """Normalised text and the characters removed as unknown."""
+        return normalize_text(text, self.vocabulary)
+
+    def encode(self, text: str) -> EncodedText:
+        normalized, unknown = self.normalize_text(text)
+        ids = self.sp.encode(normalized) if normalized else []
+        return EncodedText(list(ids) + [self.eos_id], normalized, unknown)
+
+    def encode_batch(self, texts: Sequence[str]) -> EncodedBatch:
+        """Encode and right-pad a batch of texts."""
+        encoded = [self.encode(t) for t in texts]
+        n_text = max(len(e.ids) for e in encoded)
+        input_ids = torch.full((len(texts), n_text), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros(len(texts), n_text, dtype=torch.long)
+        for i, e in enumerate(encoded):
+            input_ids[i, : len(e.ids)] = torch.tensor(e.ids)
+            attention_mask[i, : len(e.ids)] = 1
+        return EncodedBatch(
+            input_ids, attention_mask, [e.unknown_chars for e in encoded]
+        )
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids back to text; special tokens are dropped."""
+        specials = {self.bos_id, self.pad_id, self.eos_id}
+        return self.sp.decode([i for i in ids if i not in specials])
