@@ -160,7 +160,7 @@ def _merge_inputs(transcripts: pd.DataFrame, metadata: pd.DataFrame) -> pd.DataF
     return merged.sort_values("utt_id", kind="stable").reset_index(drop=True)
 
 
-def _per_utt_row(row: pd.Series, opts: EvaluationOptions) -> dict[str, Any]:
+def _per_utt_row(row: dict, opts: EvaluationOptions) -> dict[str, Any]:
     """Scores and slicing keys of one merged row (flags are added afterwards)."""
     ref = row["reference"]
     has_reference = isinstance(ref, str)
@@ -194,7 +194,7 @@ def _max_segment_compression(segments: Any) -> float:
     return max((r for r in ratios if r is not None and not math.isnan(r)), default=0.0)
 
 
-def _quality_flags(row: pd.Series, opts: EvaluationOptions) -> list[str]:
+def _quality_flags(row: dict, opts: EvaluationOptions) -> list[str]:
     """Flag names (see FLAG_NAMES) for one merged row joined with its scores.
 
     NaN confidence columns never fire a flag (comparisons with NaN are False).
@@ -242,7 +242,8 @@ def compute_per_utt(
     columns ``PER_UTT_COLUMNS``.
     """
     merged = _merge_inputs(transcripts, metadata)
-    rows = [_per_utt_row(row, options) for _, row in merged.iterrows()]
+    # Plain dicts: iterrows builds a Series per row and costs several times more.
+    rows = [_per_utt_row(row, options) for row in merged.to_dict("records")]
     per_utt = pd.DataFrame(rows, columns=list(PER_UTT_COLUMNS[:-2]))
     per_utt = per_utt.astype({c: "int64" for c in _COUNT_COLUMNS})
     per_utt["duration_s"] = per_utt["duration_s"].astype(float)
@@ -251,7 +252,7 @@ def compute_per_utt(
         chars_per_s=per_utt["chars_per_s"],
         duration_s=per_utt["duration_s"],
     )
-    per_utt["flags"] = [_quality_flags(r, options) for _, r in joined.iterrows()]
+    per_utt["flags"] = [_quality_flags(r, options) for r in joined.to_dict("records")]
     per_utt["flagged"] = per_utt["flags"].map(bool)
     return per_utt
 
@@ -272,18 +273,36 @@ def _json_value(x: Any) -> Any:
     return x
 
 
-def _error_stats(per_utt: pd.DataFrame, opts: EvaluationOptions) -> dict[str, Any]:
-    """Corpus WER and CER with bootstrap CIs over the scored rows of per_utt."""
-    scored = per_utt[per_utt["wer"].notna()]
-    word_errors = scored[["substitutions", "deletions", "insertions"]].sum(axis=1)
-    boot = (opts.n_bootstrap, opts.seed, opts.ci_level)
-    wer, wer_lo, wer_hi = ratio_with_ci(word_errors, scored["ref_words"], *boot)
-    cer, cer_lo, cer_hi = ratio_with_ci(
-        scored["char_errors"], scored["ref_chars"], *boot
-    )
+def _error_arrays(per_utt: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Columns the summary needs, as numpy arrays of shape (n_utts,)."""
+    word_errors = per_utt[["substitutions", "deletions", "insertions"]].sum(axis=1)
     return {
+        "scored": per_utt["wer"].notna().to_numpy(),
+        "word_errors": word_errors.to_numpy(float),
+        "ref_words": per_utt["ref_words"].to_numpy(float),
+        "char_errors": per_utt["char_errors"].to_numpy(float),
+        "ref_chars": per_utt["ref_chars"].to_numpy(float),
+        "flagged": per_utt["flagged"].to_numpy(bool),
+        "duration_s": per_utt["duration_s"].to_numpy(float),
+    }
+
+
+def _error_stats(
+    arrays: dict[str, np.ndarray], rows: np.ndarray, opts: EvaluationOptions
+) -> dict[str, Any]:
+    """Counts, corpus WER and CER with bootstrap CIs over the given row indices."""
+    scored = rows[arrays["scored"][rows]]
+    boot = (opts.n_bootstrap, opts.seed, opts.ci_level)
+    word_errors, ref_words = arrays["word_errors"][scored], arrays["ref_words"][scored]
+    wer, wer_lo, wer_hi = ratio_with_ci(word_errors, ref_words, *boot)
+    char_errors, ref_chars = arrays["char_errors"][scored], arrays["ref_chars"][scored]
+    cer, cer_lo, cer_hi = ratio_with_ci(char_errors, ref_chars, *boot)
+    return {
+        "n": len(rows),
+        "n_flagged": int(arrays["flagged"][rows].sum()),
+        "audio_hours": float(np.nansum(arrays["duration_s"][rows])) / 3600.0,
         "n_scored": len(scored),
-        "ref_words": int(scored["ref_words"].sum()),
+        "ref_words": int(ref_words.sum()),
         "wer": wer,
         "wer_ci_low": wer_lo,
         "wer_ci_high": wer_hi,
@@ -296,21 +315,16 @@ def _error_stats(per_utt: pd.DataFrame, opts: EvaluationOptions) -> dict[str, An
 def _slice_rows(per_utt: pd.DataFrame, opts: EvaluationOptions) -> list[dict]:
     """One row per value of each slice column, each with its own WER and CI."""
     order = {b: i for i, b in enumerate(duration_bucket_labels(opts.duration_edges_s))}
+    arrays = _error_arrays(per_utt)
     rows = []
     for column in SLICE_COLUMNS:
-        values = per_utt[column].fillna("unknown")
-        for value in sorted(values.unique(), key=lambda v: (order.get(v, 99), v)):
-            part = per_utt[values == value]
-            rows.append(
-                {
-                    "slice": column,
-                    "value": value,
-                    "n": len(part),
-                    "n_flagged": int(part["flagged"].sum()),
-                    "audio_hours": float(part["duration_s"].sum()) / 3600.0,
-                    **_error_stats(part, opts),
-                }
-            )
+        codes, values = pd.factorize(per_utt[column].fillna("unknown"))
+        members = np.argsort(codes, kind="stable")  # row indices grouped by value
+        starts = np.searchsorted(codes[members], np.arange(len(values) + 1))
+        groups = {v: members[starts[k] : starts[k + 1]] for k, v in enumerate(values)}
+        for value in sorted(groups, key=lambda v: (order.get(v, 99), v)):
+            stats = _error_stats(arrays, groups[value], opts)
+            rows.append({"slice": column, "value": value, **stats})
     return rows
 
 
@@ -322,18 +336,17 @@ def summarize_evaluation(
     flag_counts = Counter(f for flags in per_utt["flags"] for f in flags)
     scored = per_utt[per_utt["wer"].notna()]
     totals = ("hits", "substitutions", "deletions", "insertions", "char_errors")
+    corpus = _error_stats(_error_arrays(per_utt), np.arange(len(per_utt)), options)
     summary = {
-        "n_utts": len(per_utt),
+        "n_utts": corpus.pop("n"),
         "n_ok": int((~failed).sum()),
         "n_failed": int(failed.sum()),
         "n_with_reference": int(per_utt["has_reference"].sum()),
         "n_empty_reference": int((per_utt["reference_norm"] == "").sum()),
-        **_error_stats(per_utt, options),
+        **corpus,
         "mean_utt_wer": float(scored["wer"].mean()) if len(scored) else math.nan,
         "totals": {c: int(scored[c].sum()) for c in totals},
-        "n_flagged": int(per_utt["flagged"].sum()),
         "n_flagged_by_flag": {f: flag_counts.get(f, 0) for f in FLAG_NAMES},
-        "audio_hours": float(per_utt["duration_s"].sum()) / 3600.0,
         "normalizer": options.normalizer,
         "ci_level": options.ci_level,
         "n_bootstrap": options.n_bootstrap,

@@ -102,22 +102,36 @@ def _utterance_card(row: pd.Series, clip: bytes | None, max_clip_bytes: int) -> 
     return f'<div class="utt"><div class="utt-head">{" ".join(head)}</div>{body}</div>'
 
 
+def _shown_rows(table: pd.DataFrame, n_worst: int) -> pd.DataFrame:
+    """Rows of the worst list: highest WER above 0 or, with no references at all,
+    the lowest avg_logprob among decoded utterances."""
+    if table["wer"].notna().any():
+        shown = table[table["wer"] > 0]
+        return shown.sort_values(["wer", "ref_words"], ascending=False).head(n_worst)
+    decoded = table[~table["flags"].map(lambda f: "failed_decode" in f)]
+    decoded = decoded[decoded["avg_logprob"].notna()]
+    return decoded.sort_values("avg_logprob").head(n_worst)
+
+
+def shown_utt_ids(
+    per_utt: pd.DataFrame, transcripts: pd.DataFrame, n_worst: int
+) -> list[str]:
+    """utt_ids whose clips ``render_report`` embeds, in page order; read only these
+    clips from storage."""
+    table = _merge_transcripts(per_utt, transcripts)
+    return _shown_rows(table, n_worst)["utt_id"].tolist()
+
+
 def _worst_section(table, audio_clips, n_worst, max_clip_bytes) -> str:
-    scored = table[table["wer"].notna()]
-    if len(scored):
-        shown = scored[scored["wer"] > 0].sort_values(
-            ["wer", "ref_words"], ascending=False
-        )
-        title = f"The {min(n_worst, len(shown))} worst utterances (WER above 0)"
-        note = LEGEND
+    shown = _shown_rows(table, n_worst)
+    if table["wer"].notna().any():
+        title, note = f"The {len(shown)} worst utterances (WER above 0)", LEGEND
     else:
-        decoded = table[~table["flags"].map(lambda f: "failed_decode" in f)]
-        shown = decoded[decoded["avg_logprob"].notna()].sort_values("avg_logprob")
-        title = f"The {min(n_worst, len(shown))} least confident utterances"
+        title = f"The {len(shown)} least confident utterances"
         note = '<p class="muted">No references: hypotheses shown as decoded.</p>'
     cards = [
         _utterance_card(r, audio_clips.get(r["utt_id"]), max_clip_bytes)
-        for _, r in shown.head(n_worst).iterrows()
+        for _, r in shown.iterrows()
     ]
     return f"<h2>{esc(title)}</h2>{note}" + ("".join(cards) or "<p>None.</p>")
 
@@ -427,16 +441,6 @@ def _clips_for(run_dir: str, utt_ids: list[str]) -> dict[str, bytes]:
     }
 
 
-def _shown_ids(per_utt: pd.DataFrame, transcripts: pd.DataFrame, n: int) -> list[str]:
-    """The utterances the worst list will show (the same order as the page)."""
-    scored = per_utt[per_utt["wer"].notna() & (per_utt["wer"] > 0)]
-    if len(scored):
-        top = scored.sort_values(["wer", "ref_words"], ascending=False)
-        return top["utt_id"].head(n).tolist()
-    ranked = transcripts[transcripts["avg_logprob"].notna()]
-    return ranked.sort_values("avg_logprob")["utt_id"].head(n).tolist()
-
-
 @task(name="report-run", cache_policy=NONE)
 def report_run(
     run_dir: str, run_info: dict, compare_to: str | None = None, n_worst: int = 20
@@ -465,7 +469,7 @@ def report_run(
             label_a=os.path.basename(os.path.normpath(compare_to)),
             label_b=os.path.basename(os.path.normpath(run_dir)),
         )
-    clips = _clips_for(run_dir, _shown_ids(per_utt, transcripts, n_worst))
+    clips = _clips_for(run_dir, shown_utt_ids(per_utt, transcripts, n_worst))
     html = render_report(
         per_utt, summary, transcripts, clips, run_info, comparison, n_worst=n_worst
     )

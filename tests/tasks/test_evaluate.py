@@ -314,3 +314,23 @@ def test_duration_buckets_and_option_checks():
         EvaluationOptions(normalizer="nope").verify()
     with pytest.raises(ValueError):
         EvaluationOptions(duration_edges_s=(10.0, 5.0)).verify()
+
+
+def test_summary_of_parquet_round_trip_is_unchanged(tmp_path):
+    """The report stage re-reads per_utt from Parquet (flags become numpy arrays)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.evaluate import summarize_evaluation
+
+    tr, md = make_inputs(
+        [
+            {"utt_id": "a", "ref": "a b c", "hyp": "a b x"},
+            {"utt_id": "b", "ref": "a b", "hyp": LOOP, "duration_s": 6.0},
+            {"utt_id": "c", "ref": "a", "status": "failed", "error": "boom"},
+        ]
+    )
+    per_utt, summary = compute_evaluation(tr, md, BASIC)
+    path = tmp_path / "evaluation.parquet"
+    pq.write_table(pa.Table.from_pandas(per_utt, preserve_index=False), path)
+    assert summarize_evaluation(pq.read_table(path).to_pandas(), BASIC) == summary

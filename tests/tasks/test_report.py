@@ -10,11 +10,23 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from tasks.evaluate import EvaluationOptions, compute_comparison, compute_evaluation
-from tasks.report import render_markdown_summary, render_report, summary_table_rows
+from tasks.evaluate import (
+    PER_UTT_COLUMNS,
+    EvaluationOptions,
+    compute_comparison,
+    compute_evaluation,
+)
+from tasks.report import (
+    render_markdown_summary,
+    render_report,
+    shown_utt_ids,
+    summary_table_rows,
+)
 
 OPTS = EvaluationOptions(normalizer="basic", n_bootstrap=100)
 SCRIPT_TEXT = '<script>alert("pwned")</script> & more'
@@ -177,6 +189,31 @@ def test_report_summary_numbers():
     # diff: 3 errors / 6 words; good: 0/3; evil: 2 sub + 3 ins / 2; loop: 1 sub + 19
     # ins / 1 word (basic normaliser keeps "thank you" x 10 = 20 words).
     assert summary["wer"] == pytest.approx((3 + 0 + 5 + 20) / (6 + 3 + 2 + 1))
+
+
+def test_shown_utt_ids_are_the_embedded_clips():
+    per_utt, summary, transcripts = make_tables()
+    shown = shown_utt_ids(per_utt, transcripts, n_worst=2)
+    assert shown == ["loop", "evil"]  # WER 2000% and 250%, worst first
+    clips = {u: flac_bytes() for u in per_utt.utt_id}
+    document = render_report(per_utt, summary, transcripts, clips, {}, n_worst=2)
+    assert document.count("data:audio/flac;base64,") == 2
+    cards = re.findall(r'<div class="utt-head"><b>([^<]+)</b>', document)
+    assert cards == shown
+
+
+def test_report_after_parquet_round_trip_is_identical(tmp_path):
+    """Read back from Parquet, ``flags`` are numpy arrays, not lists."""
+    per_utt, summary, transcripts = make_tables()
+    path = tmp_path / "evaluation.parquet"
+    table = pa.Table.from_pandas(per_utt[list(PER_UTT_COLUMNS)], preserve_index=False)
+    pq.write_table(table, path)
+    read_back = pq.read_table(path).to_pandas()
+    assert isinstance(read_back["flags"][0], np.ndarray)
+    clips = {"diff": flac_bytes()}
+    assert render_report(read_back, summary, transcripts, clips, RUN_INFO) == (
+        render_report(per_utt, summary, transcripts, clips, RUN_INFO)
+    )
 
 
 def test_report_without_references():
