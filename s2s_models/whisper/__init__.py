@@ -1,14 +1,30 @@
 """Whisper speech recognition in plain PyTorch."""
 
 from s2s_models.whisper.checkpoints import load_model, resolve_checkpoint
+from s2s_models.whisper.decoding import (
+    DecodingOptions,
+    DecodingResult,
+    Segment,
+    decode,
+    decode_with_fallback,
+    detect_language,
+)
 from s2s_models.whisper.model import KVCache, Whisper, WhisperDims
 from s2s_models.whisper.tokenizer import WhisperTokenizer
 
+# Long-form transcription (s2s_models/whisper/api.py) adds its exports below.
+
 __all__ = [
+    "DecodingOptions",
+    "DecodingResult",
     "KVCache",
+    "Segment",
     "Whisper",
     "WhisperDims",
     "WhisperTokenizer",
+    "decode",
+    "decode_with_fallback",
+    "detect_language",
     "load_model",
     "resolve_checkpoint",
 ]

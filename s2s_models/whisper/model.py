@@ -233,8 +233,18 @@ class TextDecoder(nn.Module):
         )
         self.ln = nn.LayerNorm(n_state)
 
-    def forward(self, tokens: Tensor, audio_features: Tensor, cache: KVCache) -> Tensor:
-        """New tokens (batch, n_new) -> float32 logits (batch, n_new, n_vocab)."""
+    def forward(
+        self,
+        tokens: Tensor,
+        audio_features: Tensor,
+        cache: KVCache,
+        positions: list[int] | None = None,
+    ) -> Tensor:
+        """New tokens (batch, n_new) -> float32 logits (batch, n_new or n_pos, n_vocab).
+
+        ``positions`` (indices into the new tokens) limits the vocabulary projection,
+        the costliest step for a long prefix, to the positions the caller reads.
+        """
         offset = cache.n_tokens
         n_new = tokens.shape[1]
         if offset + n_new > self.positional_embedding.shape[0]:
@@ -247,6 +257,8 @@ class TextDecoder(nn.Module):
         x = x.to(audio_features.dtype)
         for layer, block in enumerate(self.blocks):
             x = block.forward_decoder(x, audio_features, layer, cache, offset)
+        if positions is not None:
+            x = x[:, positions]  # (batch, n_pos, n_state)
         x = self.ln(x)
         # Output projection tied to the token embedding; logits kept in float32.
         return (x @ self.token_embedding.weight.to(x.dtype).T).float()
@@ -308,7 +320,11 @@ class Whisper(nn.Module):
         return self.encoder(mel.to(device=self.device, dtype=self.dtype))
 
     def logits(
-        self, tokens: Tensor, audio_features: Tensor, cache: KVCache | None = None
+        self,
+        tokens: Tensor,
+        audio_features: Tensor,
+        cache: KVCache | None = None,
+        positions: list[int] | None = None,
     ) -> Tensor:
         """Next-token logits.
 
@@ -321,11 +337,15 @@ class Whisper(nn.Module):
             ``(batch, n_audio_ctx, n_audio_state)`` from :meth:`embed_audio`.
         cache
             A :class:`KVCache`, updated in place; None for a one-off full pass.
+        positions
+            Optional indices into the new tokens whose logits are wanted (e.g.
+            ``[-1]``); all positions when None.
 
         Returns
         -------
         Tensor
-            ``(batch, n_new, n_vocab)`` float32 logits.
+            ``(batch, n_new, n_vocab)`` float32 logits (``n_new = len(positions)``
+            when given).
         """
         if tokens.shape[0] != audio_features.shape[0]:
             raise ValueError(
@@ -334,7 +354,7 @@ class Whisper(nn.Module):
             )
         if cache is None:
             cache = KVCache()
-        return self.decoder(tokens.to(self.device), audio_features, cache)
+        return self.decoder(tokens.to(self.device), audio_features, cache, positions)
 
     def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
         """Full pass: (batch, n_mels, 3000), (batch, n_tokens) -> float32 logits."""
