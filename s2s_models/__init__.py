@@ -1,0 +1,14 @@
+"""Pure PyTorch speech models: Whisper ASR, SpeechT5 TTS, vocoders.
+
+The ASR entry point is re-exported here: ``from s2s_models import load_asr``.
+"""
+
+from s2s_models.whisper.api import (
+    Segment,
+    TranscribeOptions,
+    Transcription,
+    WhisperASR,
+    load_asr,
+)
+
+__all__ = ["Segment", "TranscribeOptions", "Transcription", "WhisperASR", "load_asr"]

@@ -1,0 +1,195 @@
+"""Long-form transcription: loop detection, seek logic, VAD windows, both modes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from s2s_models.whisper import longform
+from s2s_models.whisper.api import TranscribeOptions
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "longform"
+SR = 16_000
+TB = 1000  # a made-up <|0.00|> id for the token-level tests
+
+
+# ---------------------------------------------------------------------------
+# Hallucination loops (pure)
+# ---------------------------------------------------------------------------
+def test_find_loop_catches_repeated_ngram():
+    words = ("I see. " + "Thank you. " * 8 + "Bye.").split()
+    start, n, repeats = longform.find_loop(words)
+    assert (start, n, repeats) == (2, 2, 8)
+
+
+def test_find_loop_ignores_short_real_repetition():
+    # from a real reference transcript: four repeats, but only four words
+    words = "here's some more words words words words um and that".split()
+    assert longform.find_loop(words) is None
+    # a phrase said twice is not a loop either
+    assert longform.find_loop("we will go we will go home now".split()) is None
+
+
+def test_find_loop_is_case_and_punctuation_insensitive():
+    words = "So. so, SO so so so so so so so so so".split()
+    assert longform.find_loop(words) == (0, 1, 12)
+
+
+def test_clean_segment_text_keeps_speech_and_cuts_the_loop():
+    text = " The meeting is over." + " Thank you for watching." * 12
+    cleaned, flagged = longform.clean_segment_text(text, 2.4, 4, 10)
+    assert flagged
+    assert cleaned == " The meeting is over. Thank you for watching."
+
+
+def test_clean_segment_text_drops_text_that_still_compresses_too_well():
+    # alternating pattern: no back-to-back repeat of one n-gram up to 12 words...
+    text = " ".join(f"la{i % 13} di{i % 7}" for i in range(120))
+    assert longform.find_loop(text.split()) is None
+    cleaned, flagged = longform.clean_segment_text(text, 2.4, 4, 10)
+    assert (cleaned, flagged) == ("", True)
+    ordinary = " It was the first great sorrow of his life."
+    assert longform.clean_segment_text(ordinary, 2.4, 4, 10) == (ordinary, False)
+
+
+# ---------------------------------------------------------------------------
+# Seek logic of the sequential mode (pure)
+# ---------------------------------------------------------------------------
+def test_split_at_timestamps_window_ends_mid_segment():
+    # <0.00> a b <1.00><1.00> c d ...  (the second segment never closed)
+    tokens = [TB, 5, 6, TB + 50, TB + 50, 7, 8]
+    segments, advance = longform.split_at_timestamps(tokens, TB, 3000)
+    assert segments == [(0.0, 1.0, [TB, 5, 6, TB + 50])]
+    assert advance == 100  # 1.00 s = 100 mel frames: resume at the open segment
+
+
+def test_split_at_timestamps_all_segments_closed():
+    tokens = [TB, 5, TB + 50, TB + 60, 6, TB + 200]
+    segments, advance = longform.split_at_timestamps(tokens, TB, 3000)
+    assert [s[:2] for s in segments] == [(0.0, 1.0), (1.2, 4.0)]
+    assert advance == 3000  # everything was consumed
+
+
+def test_split_at_timestamps_single_segment_and_no_timestamps():
+    segments, advance = longform.split_at_timestamps([TB, 5, 6, TB + 40], TB, 2500)
+    assert segments == [(0.0, 0.8, [TB, 5, 6, TB + 40])] and advance == 2500
+    segments, advance = longform.split_at_timestamps([5, 6], TB, 3000)
+    assert segments == [(0.0, 30.0, [5, 6])] and advance == 3000
+    assert longform.split_at_timestamps([], TB, 3000) == ([], 3000)
+
+
+def test_split_at_timestamps_never_stalls():
+    # a closed segment at 0.00 would not move seek: take the whole window instead
+    tokens = [TB, 5, TB, TB, 6]
+    assert longform.split_at_timestamps(tokens, TB, 3000)[1] == 3000
+
+
+# ---------------------------------------------------------------------------
+# Window planning (VAD, no Whisper)
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def speech_60s():
+    audio, sr = sf.read(FIXTURES / "speech_60s.flac", dtype="float32")
+    assert sr == SR
+    meta = json.loads((FIXTURES / "speech_60s.json").read_text())
+    return audio, meta
+
+
+def test_plan_windows(speech_60s):
+    audio, meta = speech_60s
+    options = TranscribeOptions()
+    assert longform.plan_windows(np.zeros(20 * SR, np.float32), options) == []
+    assert longform.plan_windows(np.zeros(0, np.float32), options) == []
+    first = meta["items"][0]
+    clip = audio[: int(first["end_s"] * SR) + SR]  # ~12.8 s with speech
+    assert longform.plan_windows(clip, options) == [(0.0, len(clip) / SR)]
+    windows = longform.plan_windows(audio, options)
+    assert len(windows) >= 2
+    assert all(0 < b - a <= 30.0 for a, b in windows)
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(windows, windows[1:], strict=False))
+
+
+# ---------------------------------------------------------------------------
+# Both modes with the bundled tiny.en weights
+# ---------------------------------------------------------------------------
+def _wer(reference: str, hypothesis: str) -> float:
+    jiwer = pytest.importorskip("jiwer")
+    english = pytest.importorskip("whisper_normalizer.english")
+    normalise = english.EnglishTextNormalizer()
+    return jiwer.wer(normalise(reference), normalise(hypothesis))
+
+
+@pytest.fixture(scope="module")
+def asr():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    from s2s_models.whisper.api import load_asr
+
+    return load_asr("tiny.en", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def both_modes(asr, speech_60s):
+    audio, _ = speech_60s
+    vad_ts = TranscribeOptions(without_timestamps=False, batch_size=4)
+    sequential = TranscribeOptions(longform_mode="sequential")
+    return {
+        "vad": asr.transcribe([audio], vad_ts)[0],
+        "sequential": asr.transcribe([audio], sequential)[0],
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["vad", "sequential"])
+def test_longform_text_and_times(both_modes, speech_60s, mode):
+    audio, meta = speech_60s
+    result = both_modes[mode]
+    reference = " ".join(item["reference"] for item in meta["items"])
+    assert _wer(reference, result.text) < 0.12
+    assert result.duration_s == pytest.approx(len(audio) / SR)
+    times = [(s.start_s, s.end_s) for s in result.segments]
+    assert len(times) >= 4
+    assert all(0 <= a <= b <= result.duration_s + 1e-6 for a, b in times)
+    starts = [a for a, _ in times]
+    assert starts == sorted(starts)
+    assert all(
+        b1 <= a2 + 0.5 for (_, b1), (a2, _) in zip(times, times[1:], strict=False)
+    )
+    # nothing is placed in the 7 s of silence between the third and fourth clip
+    gap = (meta["items"][2]["end_s"] + 1.0, meta["items"][3]["start_s"] - 1.0)
+    assert not [t for t in times if t[0] > gap[0] and t[1] < gap[1]]
+    # the JFK clip's words are in the first segments, in time order
+    assert "country" in " ".join(s.text for s in result.segments[:3]).lower()
+    assert np.isfinite(result.avg_logprob) and result.temperature == 0.0
+
+
+@pytest.mark.slow
+def test_modes_agree(both_modes):
+    assert _wer(both_modes["sequential"].text, both_modes["vad"].text) < 0.08
+
+
+@pytest.mark.slow
+def test_batching_across_files_matches_one_at_a_time(asr, speech_60s):
+    audio, meta = speech_60s
+    clips = [
+        audio[int(item["start_s"] * SR) : int(item["end_s"] * SR)]
+        for item in meta["items"][:3]
+    ]
+    batched = asr.transcribe(clips, TranscribeOptions(batch_size=8))
+    alone = [asr.transcribe([c], TranscribeOptions(batch_size=1))[0] for c in clips]
+    for b, a in zip(batched, alone, strict=True):
+        assert _wer(a.text, b.text) <= 0.05
+    for clip, item in zip(batched, meta["items"][:3], strict=True):
+        assert _wer(item["reference"], clip.text) < 0.15
+
+
+@pytest.mark.slow
+def test_silence_gives_empty_text_in_both_modes(asr):
+    rng = np.random.default_rng(0)
+    quiet = (1e-4 * rng.standard_normal(45 * SR)).astype(np.float32)
+    for mode in ("vad", "sequential"):
+        [result] = asr.transcribe([quiet], TranscribeOptions(longform_mode=mode))
+        assert result.text == "" and result.segments == []
+        assert result.duration_s == pytest.approx(45.0)
