@@ -104,6 +104,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         beam_size=args.beam_size,
         language=args.language,
         shard_size=args.shard_size,
+        asr_shard_size=args.asr_shard_size,
         normalizer=args.normalizer,
         compare_to=args.compare,
         retry_failed=args.retry_failed,
@@ -213,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=8,
         help="30 s chunks decoded together (default: 8)",
+    )
+    p.add_argument(
+        "--asr-shard-size",
+        type=int,
+        default=64,
+        help="utterances per transcription task (default: 64)",
     )
     p.add_argument(
         "--beam-size", type=int, default=1, help="1 = greedy (default), 5 = beam search"

@@ -515,13 +515,13 @@ _METADATA_READ = [
 
 
 def summary_path(run_dir: str) -> str:
-    return posixpath.join(str(run_dir), "evaluation", "summary.json")
+    return posixpath.join(str(run_dir), "evaluation", "_summary.json")
 
 
 @task(name="evaluate-run", cache_policy=NONE)
 def evaluate_run(run_dir: str, options: dict) -> dict:
     """Score every transcript of RUN_DIR; write `evaluation/part-00000.parquet`
-    (one row per utterance) and `evaluation/summary.json`; return the summary.
+    (one row per utterance) and `evaluation/_summary.json`; return the summary.
 
     Cheap next to decoding, so it is recomputed whole on every run: references or
     the normaliser may have changed even when no transcript did.

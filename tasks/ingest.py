@@ -345,7 +345,11 @@ def ingest_one(item: SourceItem, req_key: str, options: IngestOptions) -> dict:
         audio, info = decode_audio(
             item.path, options.sample_rate, options.resample_quality
         )
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError, EOFError) as exc:
+    except sf.LibsndfileError as exc:  # its str() names a Python file object
+        return _failed_row(
+            item, req_key, f"cannot decode audio: {exc.error_string}", **known
+        )
+    except (RuntimeError, ValueError, OSError, EOFError) as exc:
         return _failed_row(item, req_key, f"cannot decode audio: {exc}", **known)
     if audio.size == 0:
         return _failed_row(item, req_key, "audio has zero samples", **known)

@@ -6,6 +6,8 @@ Layout of a run folder::
       .lock                     held (flock) by the run using the folder
       <stage>/part-NNNNN.parquet
       <stage>/_stage.json       what the last run of the stage consumed and produced
+                                (names starting with '_' or '.' are skipped by
+                                pandas/pyarrow readers of the folder)
       <stage>/_corrupt/         unreadable parts moved aside, never read as data
 
 Rules that make a stage restartable:
@@ -111,7 +113,7 @@ def prepare_stage(run_dir: str | Path, stage: str) -> list[Path]:
     """
     folder = stage_dir(run_dir, stage)
     folder.mkdir(parents=True, exist_ok=True)
-    for tmp in folder.glob(f"*{TMP_MARKER}*"):
+    for tmp in folder.glob(f".*{TMP_MARKER}*"):
         tmp.unlink(missing_ok=True)
     good = []
     for path in list_parts(run_dir, stage):
@@ -138,7 +140,8 @@ def write_part(run_dir: str | Path, stage: str, index: int, table: pa.Table) -> 
     table = table.select(schema.names).cast(schema)
     target = part_path(run_dir, stage, index)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}{TMP_MARKER}{os.getpid()}")
+    # A leading dot keeps readers of the folder (pandas, pyarrow) off it.
+    tmp = target.with_name(f".{target.name}{TMP_MARKER}{os.getpid()}")
     try:
         pq.write_table(table, tmp, compression="zstd")
         with open(tmp, "rb") as fh:
@@ -233,7 +236,7 @@ def write_stage_record(run_dir: str | Path, stage: str, record: dict) -> Path:
         "code_version": CODE_VERSION,
         **record,
     }
-    tmp = path.with_name(path.name + TMP_MARKER + str(os.getpid()))
+    tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
     return path

@@ -53,10 +53,10 @@ def test_truncated_part_is_quarantined_and_tmp_removed(tmp_path):
     good = write_part(tmp_path, "ingest", 0, _rows(["a"]))
     bad = write_part(tmp_path, "ingest", 1, _rows(["b"]))
     bad.write_bytes(bad.read_bytes()[:100])  # a crash mid-write of a non-atomic writer
-    (tmp_path / "ingest" / "part-00002.parquet.tmp-123").write_bytes(b"partial")
+    (tmp_path / "ingest" / ".part-00002.parquet.tmp-123").write_bytes(b"partial")
     parts = prepare_stage(tmp_path, "ingest")
     assert parts == [good]
-    assert not list((tmp_path / "ingest").glob("*.tmp-*"))
+    assert not list((tmp_path / "ingest").glob(".*.tmp-*"))
     assert len(list((tmp_path / "ingest" / "_corrupt").iterdir())) == 1
     assert set(existing_rows(parts)) == {"a"}
 
