@@ -168,6 +168,27 @@ def _flagged_section(table: pd.DataFrame) -> str:
     )
 
 
+def _index_section(table: pd.DataFrame, max_rows: int) -> str:
+    """Every utterance (worst WER, then lowest confidence, first), up to max_rows."""
+    ranked = table.assign(_wer=table["wer"].fillna(-1.0)).sort_values(
+        ["_wer", "avg_logprob", "utt_id"], ascending=[False, True, True]
+    )
+    rows = []
+    for _, r in ranked.head(max_rows).iterrows():
+        scored = not math.isnan(r["wer"])
+        counts = f"{r['substitutions']}/{r['deletions']}/{r['insertions']}"
+        rows.append(
+            [esc(r["utt_id"]), num(r["duration_s"], ".1f"),
+             pct(r["wer"]) if scored else "", str(r["ref_words"]) if scored else "",
+             counts if scored else "", num(r["avg_logprob"]), flags_html(r["flags"])]
+        )  # fmt: skip
+    headers = ["utt_id", "duration s", "WER", "ref words", "S/D/I", "avg_logprob"]
+    cut = f" (first {max_rows} of {len(table)})" if len(table) > max_rows else ""
+    return f"<h2>All utterances{cut}</h2>" + table_html(
+        [*headers, "flags"], rows, numeric={1, 2, 3, 5}
+    )
+
+
 def _failed_section(table: pd.DataFrame) -> str:
     failed = table[table["flags"].map(lambda f: "failed_decode" in f)]
     rows = [
@@ -302,6 +323,7 @@ def render_report(
     *,
     n_worst: int = 20,
     max_clip_bytes: int = 4_000_000,
+    max_index_rows: int = 2000,
 ) -> str:
     """Render the review page as one self-contained HTML document.
 
@@ -319,6 +341,7 @@ def render_report(
         summary's audio hours).
     comparison : summary dict of ``tasks.evaluate.compute_comparison``, optional
     n_worst : utterances shown with diff and audio
+    max_index_rows : rows of the "All utterances" table (worst first)
 
     Returns
     -------
@@ -346,6 +369,7 @@ def render_report(
         _flagged_section(table),
         _failed_section(table),
         _slices_section(summary),
+        _index_section(table, max_index_rows),
         _run_info_section(run_info, summary),
     ]
     return (
@@ -460,6 +484,12 @@ def report_run(
         summary = json.load(fh)
     transcripts = read_stage(run_dir, "transcripts", _REPORT_TRANSCRIPT_COLUMNS)
     transcripts = transcripts.to_pandas()
+    # Inputs that failed at ingest have no transcript row: show the ingest error.
+    ingest = read_stage(run_dir, "ingest", ["utt_id", "status", "error"]).to_pandas()
+    ingest_failed = ingest[ingest["status"] != "ok"].assign(
+        error=lambda f: "ingest: " + f["error"].fillna("")
+    )
+    transcripts = pd.concat([transcripts, ingest_failed], ignore_index=True)
     comparison = None
     if compare_to:
         other = read_stage(compare_to, "evaluation").to_pandas()

@@ -233,6 +233,13 @@ def test_report_many_utterances_draws_rank_samples():
     parse(document)
     assert "300 evenly spaced ranks of 404 utterances." in document
     assert document.count('<div class="utt">') == 5
+    assert "<h2>All utterances</h2>" in document
+    assert all(f"<td>{u}</td>" in document for u in per_utt.utt_id)
+    capped = render_report(per_utt, summary, transcripts, {}, {}, max_index_rows=10)
+    assert "<h2>All utterances (first 10 of 405)</h2>" in capped
+    # worst first: the "loop" utterance (WER 2000%) leads the index
+    index = capped.split("<h2>All utterances")[1]
+    assert re.search(r"<tbody><tr><td>loop</td>", index)
 
 
 def test_report_comparison_section():
