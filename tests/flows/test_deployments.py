@@ -1,0 +1,116 @@
+"""prefect.yaml against a real Prefect server on loopback: deploy, trigger, complete.
+
+Starts `prefect server start` on a free loopback port with its own PREFECT_HOME,
+creates the process work pool, deploys every deployment of prefect.yaml, triggers
+the nightly transcription (pointed at a small corpus and a temporary run folder),
+runs one worker poll, and checks the flow run completed with its Parquet outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tasks.stage import read_stage
+from tests.conftest import REPO, SAMPLES
+
+pytestmark = pytest.mark.slow
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "prefect server exited"
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError("prefect server did not become healthy")
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server-home")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               DO_NOT_TRACK="1", PREFECT_UI_ENABLED="false")  # fmt: skip
+    log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        _wait_healthy(api, proc, 180)
+        yield {**env, "PREFECT_API_URL": api}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _prefect(env, *args, timeout=300) -> str:
+    out = subprocess.run([PREFECT, "--no-prompt", *args], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    assert out.returncode == 0, f"prefect {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+def test_deploy_trigger_and_complete(prefect_server, tmp_path):
+    env = {**prefect_server, "S2S_PROJECT_DIR": str(REPO)}
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("LJ002-0020.wav", "sense_and_sensibility_01_austen_64kb-0880.wav"):
+        shutil.copy(SAMPLES / name, corpus / name)
+    run_dir = tmp_path / "nightly"
+
+    _prefect(env, "work-pool", "create", "s2s-process", "--type", "process")
+    _prefect(env, "deploy", "--all")
+    listed = _prefect(env, "deployment", "ls")
+    assert (
+        "transcribe-corpus/nightly" in listed and "review-run/weekly-review" in listed
+    )
+
+    params = json.dumps({"inputs": [str(corpus)], "run_dir": str(run_dir)})
+    _prefect(env, "deployment", "run", "transcribe-corpus/nightly", "--params", params)
+    _prefect(env, "worker", "start", "--pool", "s2s-process", "--run-once",
+             timeout=900)  # fmt: skip
+
+    code = (
+        "import asyncio, json\n"
+        "from prefect.client.orchestration import get_client\n"
+        "async def main():\n"
+        "    async with get_client() as c:\n"
+        "        runs = await c.read_flow_runs()\n"
+        "        print(json.dumps([[r.name, r.state_type.value] for r in runs]))\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    states = [state for _, state in json.loads(out.stdout)]
+    assert "COMPLETED" in states, out.stdout
+    ids = set(read_stage(run_dir, "transcripts", ["utt_id"])["utt_id"].to_pylist())
+    assert ids == {"LJ002-0020", "sense_and_sensibility_01_austen_64kb-0880"}
+    assert (run_dir / "report.html").exists()
