@@ -193,15 +193,17 @@ def fold_weight_norm(state: dict[str, Tensor]) -> dict[str, Tensor]:
     ``X.parametrizations.weight.original0``/``original1`` (the parametrize API)."""
     out = dict(state)
     pairs = [
-        (".weight_g", ".weight_v"),
-        (".parametrizations.weight.original0", ".parametrizations.weight.original1"),
+        ("weight_g", "weight_v"),
+        ("parametrizations.weight.original0", "parametrizations.weight.original1"),
     ]
-    for g_suffix, v_suffix in pairs:
-        for key in [k for k in state if k.endswith(g_suffix)]:
-            stem = key[: -len(g_suffix)]
-            g, v = out.pop(key), out.pop(stem + v_suffix)
+    for g_name, v_name in pairs:
+        for key in state:
+            if key != g_name and not key.endswith("." + g_name):
+                continue
+            stem = key[: -len(g_name)]  # "conv_pre." or "" for a bare module
+            g, v = out.pop(key), out.pop(stem + v_name)
             dims = tuple(range(1, v.dim()))
-            out[stem + ".weight"] = g * v / v.norm(dim=dims, keepdim=True)
+            out[stem + "weight"] = g * v / v.norm(dim=dims, keepdim=True)
     return out
 
 
