@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict
 
 from flows._common import StageReport, finish_stage, part_indices, run_shards
+from flows._runners import gpu_annotation
 from tasks.features import FeatureOptions, feature_key, features_shard
 from tasks.ingest import IngestOptions, ingest_shard, item_to_dict, plan_ingest
 from tasks.stage import plan_downstream, shard_seconds
@@ -92,9 +93,6 @@ def features_stage(
     return finish_stage(run_dir, report, wanted, started, record)
 
 
-ASR_CONCURRENCY = 1  # one model per process: shards queue behind each other
-
-
 def transcripts_stage(
     run_dir: str,
     model: str,
@@ -102,7 +100,10 @@ def transcripts_stage(
     settings: dict,
     shard_size: int,
     retry_failed: bool,
+    parallel_shards: int = 1,
 ) -> StageReport:
+    """`parallel_shards`: shards in flight at once. 1 locally (one model in the
+    process, shards queue behind each other); the number of workers on Dask."""
     started = time.perf_counter()
     options = transcribe_options(settings)
     model_fp = model_fingerprint(model)
@@ -132,9 +133,10 @@ def transcripts_stage(
         }
         for index, shard in zip(indices, shards, strict=True)
     ]
-    report.failed_shards = run_shards(
-        transcribe_shard, calls, seconds, "transcribe", "audio s", ASR_CONCURRENCY
-    )
+    with gpu_annotation(device):
+        report.failed_shards = run_shards(
+            transcribe_shard, calls, seconds, "transcribe", "audio s", parallel_shards
+        )
     record = {
         "upstream": "ingest",
         "model": model,

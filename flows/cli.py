@@ -24,6 +24,8 @@ def _configure_env(verbose: bool) -> None:
         if key == "PREFECT_LOGGING_LEVEL" and verbose:
             value = "INFO"
         os.environ.setdefault(key, value)
+    if not verbose:  # Dask scheduler and worker processes read this too
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
 
 
 def _print_ingest_summary(summary: dict) -> None:
@@ -93,9 +95,22 @@ def _print_transcribe_summary(summary: dict) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    from flows._runners import build_task_runner, task_runner_env
     from flows.transcribe_corpus import transcribe_corpus
 
-    summary = transcribe_corpus(
+    runner = build_task_runner(args.task_runner, args.dask_address, args.dask_workers)
+    flow_fn = transcribe_corpus
+    if runner is not None:
+        flow_fn = transcribe_corpus.with_options(task_runner=runner)
+    parallel = 1 if args.task_runner == "local" else max(1, args.dask_workers)
+    with task_runner_env(args.task_runner):
+        summary = _run_transcribe(flow_fn, args, parallel)
+    _emit(summary, args, _print_transcribe_summary)
+    return _exit_code(summary)
+
+
+def _run_transcribe(flow_fn, args: argparse.Namespace, parallel: int) -> dict:
+    return flow_fn(
         inputs=args.inputs,
         run_dir=args.out,
         model=args.model,
@@ -108,9 +123,8 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         normalizer=args.normalizer,
         compare_to=args.compare,
         retry_failed=args.retry_failed,
+        parallel_shards=parallel,
     )
-    _emit(summary, args, _print_transcribe_summary)
-    return _exit_code(summary)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -241,6 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OTHER_RUN_DIR",
         default=None,
         help="also show what changed against another run",
+    )
+    p.add_argument(
+        "--task-runner",
+        default="local",
+        choices=("local", "dask"),
+        help="local threads (default) or Dask (extra 'dask')",
+    )
+    p.add_argument(
+        "--dask-address",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="use an existing Dask cluster (default: start a LocalCluster)",
+    )
+    p.add_argument(
+        "--dask-workers",
+        type=int,
+        default=2,
+        help="LocalCluster worker processes; shards in flight (default: 2)",
     )
     p.set_defaults(func=cmd_transcribe)
 

@@ -41,6 +41,7 @@ def transcribe_corpus(
     normalizer: str = "whisper_english",
     compare_to: str | None = None,
     retry_failed: bool = False,
+    parallel_shards: int = 1,
 ) -> dict:
     """Transcribe a corpus into RUN_DIR, score it, and write RUN_DIR/report.html.
 
@@ -55,7 +56,13 @@ def transcribe_corpus(
             ingest_stage(run_dir, inputs, IngestOptions(), shard_size, retry_failed),
             features_stage(run_dir, FeatureOptions(), shard_size, retry_failed),
             transcripts_stage(
-                run_dir, model, device, settings, asr_shard_size, retry_failed
+                run_dir,
+                model,
+                device,
+                settings,
+                asr_shard_size,
+                retry_failed,
+                parallel_shards,
             ),
         ]
         evaluation = evaluate_run(run_dir, {"normalizer": normalizer})

@@ -30,5 +30,5 @@ def prefect_harness():
     """One Prefect test server for every flow test in the session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    with prefect_test_harness(server_startup_timeout=300):
         yield

@@ -1,0 +1,47 @@
+"""The transcription flow on a real Dask LocalCluster gives the same rows as locally."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tasks.stage import read_stage
+from tests.conftest import REPO, SAMPLES
+
+pytestmark = pytest.mark.slow
+COLUMNS = ["utt_id", "input_key", "text", "status", "duration_s", "model_fingerprint"]
+
+
+def _run(corpus, run_dir, tmp_path, *extra) -> None:
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    cmd = [sys.executable, "-m", "flows.cli", "transcribe", str(corpus), "--out",
+           str(run_dir), "--asr-shard-size", "2", "--json", *extra]  # fmt: skip
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=1200)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+
+
+def _rows(run_dir) -> pd.DataFrame:
+    table = read_stage(run_dir, "transcripts", COLUMNS).to_pandas()
+    return table.sort_values("utt_id").reset_index(drop=True)
+
+
+def test_dask_local_cluster_matches_local_run(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("LJ002-0020.wav", "sense_and_sensibility_01_austen_64kb-0880.wav",
+                 "1995-1837-0001.wav", "jfk.flac", "manifest.csv"):  # fmt: skip
+        shutil.copy(SAMPLES / name, corpus / name)
+    _run(corpus, tmp_path / "local", tmp_path)
+    _run(corpus, tmp_path / "dask", tmp_path, "--task-runner", "dask",
+         "--dask-workers", "2")  # fmt: skip
+    local, dask = _rows(tmp_path / "local"), _rows(tmp_path / "dask")
+    assert len(local) == 4
+    pd.testing.assert_frame_equal(local, dask)
