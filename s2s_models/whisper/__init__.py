@@ -1,5 +1,13 @@
 """Whisper speech recognition in plain PyTorch."""
 
+# Long-form transcription entry point (api.py). Its Segment (absolute times and
+# scores) is exported as s2s_models.Segment, not here, where Segment is decoding's.
+from s2s_models.whisper.api import (
+    TranscribeOptions,
+    Transcription,
+    WhisperASR,
+    load_asr,
+)
 from s2s_models.whisper.checkpoints import load_model, resolve_checkpoint
 from s2s_models.whisper.decoding import (
     DecodingOptions,
@@ -11,8 +19,6 @@ from s2s_models.whisper.decoding import (
 )
 from s2s_models.whisper.model import KVCache, Whisper, WhisperDims
 from s2s_models.whisper.tokenizer import WhisperTokenizer
-
-# Long-form transcription (s2s_models/whisper/api.py) adds its exports below.
 
 __all__ = [
     "DecodingOptions",
@@ -27,4 +33,8 @@ __all__ = [
     "detect_language",
     "load_model",
     "resolve_checkpoint",
+    "TranscribeOptions",
+    "Transcription",
+    "WhisperASR",
+    "load_asr",
 ]
