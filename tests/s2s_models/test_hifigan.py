@@ -66,7 +66,7 @@ def hf_vocoder():
     model = transformers.SpeechT5HifiGan(config).eval()
     with torch.no_grad():
         for p in model.parameters():
-            p.normal_(0.0, 0.2)
+            p.normal_(0.0, 0.1)
         model.mean.normal_(-5.0, 1.0)
         model.scale.uniform_(0.5, 2.0)
     return model
@@ -83,7 +83,7 @@ def test_hf_layout_matches_transformers(hf_vocoder, tmp_path):
     out = ours(mels)
     assert out.shape == ref.shape == (3, 20 * 32)
     assert (out - ref).abs().max() <= 1e-4
-    assert ref.std() > 0.05  # not a saturated or silent output
+    assert ref.std() > 0.01 and ref.abs().max() < 0.99  # neither silent nor saturated
 
 
 @pytest.mark.parity
