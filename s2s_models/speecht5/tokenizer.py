@@ -50,9 +50,9 @@ def normalize_text(
     """NFKC, typographic punctuation -> ASCII, whitespace collapsed and stripped.
 
     With a ``vocabulary`` (set of single characters, space included), a letter missing
-    from it falls back to its other case when that one is known, and every remaining
-    unknown character is removed. Returns the text and the unknown characters (each
-    once, in order of first appearance).
+    from it falls back to its other case or its unaccented form when one of those is
+    known, and every remaining unknown character is removed. Returns the text and the
+    unknown characters (each once, in order of first appearance).
     """
     text = unicodedata.normalize("NFKC", text)
     text = "".join(PUNCTUATION_MAP.get(ch, ch) for ch in text)
@@ -62,16 +62,24 @@ def normalize_text(
     kept, unknown = [], []
     for ch in text:
         if ch not in vocabulary:
-            for other in (ch.lower(), ch.upper()):
-                if len(other) == 1 and other in vocabulary:
-                    ch = other
-                    break
-            else:
+            known = [c for c in _fallbacks(ch) if c in vocabulary]
+            if not known:
                 if ch not in unknown:
                     unknown.append(ch)
                 continue
+            ch = known[0]
         kept.append(ch)
     return " ".join("".join(kept).split()), unknown
+
+
+def _fallbacks(ch: str) -> list[str]:
+    """Stand-ins for a character the vocabulary lacks: other case, then the letter
+    without its accents (NFKD minus combining marks), then that one's other case."""
+    bare = "".join(
+        c for c in unicodedata.normalize("NFKD", ch) if not unicodedata.combining(c)
+    )
+    options = [ch.lower(), ch.upper(), bare, bare.lower(), bare.upper()]
+    return [c for c in options if len(c) == 1 and c != ch]
 
 
 class EncodedText(NamedTuple):
