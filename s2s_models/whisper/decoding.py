@@ -349,8 +349,9 @@ def _beam_loop(
     n_windows, beam = seqs.shape[0], options.beam_size
     prefix_len = seqs.shape[1]
     spread = torch.arange(n_windows, device=seqs.device).repeat_interleave(beam)
-    cache.reorder(spread)
-    seqs, features, logits = seqs[spread], features[spread], logits[spread]
+    cache.reorder(spread, cross=False)
+    cache.cross_group = beam  # beams of a window share its cross K/V (model.py)
+    seqs, logits = seqs[spread], logits[spread]
     sum_logprobs = [0.0] * (n_windows * beam)
     finished: list[dict[tuple[int, ...], float]] = [{} for _ in range(n_windows)]
     max_candidates = round(beam * (options.patience or 1.0))
@@ -384,8 +385,8 @@ def _beam_loop(
             break
         index = torch.tensor(sources, device=seqs.device)
         chosen = torch.tensor(next_ids, device=seqs.device)
-        cache.reorder(index)
-        features = features[index]
+        # Sources stay inside their window, so row j keeps window j // beam.
+        cache.reorder(index, cross=False)
         seqs = torch.cat([seqs[index], chosen[:, None]], dim=1)
         sum_logprobs = next_lp
         logits = model.logits(chosen[:, None], features, cache)[:, -1]

@@ -14,10 +14,15 @@ One mechanism, :class:`KVCache`, owned by the caller and updated in place by
 * cross-attention: per decoder layer, keys/values of the audio features, computed on
   the first call for an audio batch and reused by every later step.
 
-``KVCache.reorder(indices)`` selects batch rows of every cached tensor: beam search uses
-it to follow surviving hypotheses, batched greedy decoding to drop finished rows. The
-caller must reorder ``audio_features`` the same way (they are not read again once the
-cross K/V exist, but shapes are checked).
+``KVCache.reorder(indices)`` selects batch rows of every cached tensor: batched greedy
+decoding uses it to drop finished rows, and the caller then selects the same rows of
+``audio_features`` (not read again once the cross K/V exist, but shapes are checked).
+
+Beam search keeps ``beam`` hypotheses per window that all attend to the same audio.
+With ``KVCache.cross_group = beam`` the cross K/V keep one row per window and decoder
+rows ``j * beam .. (j + 1) * beam - 1`` share window ``j``'s (queried together), so
+reordering hypotheses (``reorder(indices, cross=False)``) copies only the small
+self-attention cache and the 1500-position cross K/V are neither copied nor repeated.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class KVCache:
 
     self_kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
     cross_kv: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    cross_group: int = 1  # decoder rows per audio row (beam size in beam search)
 
     @property
     def n_tokens(self) -> int:
@@ -76,9 +82,16 @@ class KVCache:
             return 0
         return self.self_kv[0][0].shape[2]
 
-    def reorder(self, indices: Tensor) -> None:
-        """Keep batch rows ``indices`` (in that order) of every cached tensor."""
-        for store in (self.self_kv, self.cross_kv):
+    def reorder(self, indices: Tensor, cross: bool = True) -> None:
+        """Keep batch rows ``indices`` (in that order) of every cached tensor.
+
+        ``cross=False`` leaves the cross-attention K/V alone: right when every new
+        row ``j`` attends to the same audio as old row ``j`` (beam search moving
+        hypotheses between beams of one window), and it saves copying
+        ``(rows, n_head, 1500, head_dim)`` tensors at every step.
+        """
+        stores = (self.self_kv, self.cross_kv) if cross else (self.self_kv,)
+        for store in stores:
             for layer, (key, value) in store.items():
                 idx = indices.to(key.device)
                 store[layer] = (key.index_select(0, idx), value.index_select(0, idx))
@@ -183,7 +196,12 @@ class ResidualAttentionBlock(nn.Module):
 
         if layer not in cache.cross_kv:
             cache.cross_kv[layer] = self.cross_attn.project_kv(audio_features)
-        x = x + self.cross_attn(self.cross_attn_ln(x), cache.cross_kv[layer])
+        h = self.cross_attn_ln(x)
+        group = cache.cross_group
+        if group > 1:  # (rows, n_new, D) -> (rows // group, group * n_new, D)
+            h = h.reshape(h.shape[0] // group, group * h.shape[1], h.shape[2])
+        h = self.cross_attn(h, cache.cross_kv[layer])
+        x = x + h.reshape(x.shape)
         return x + self.mlp(self.mlp_ln(x))
 
 
@@ -334,7 +352,8 @@ class Whisper(nn.Module):
             ``(batch, n_new)`` token ids. Without a cache these are the whole sequence
             from position 0; with one they are the tokens after ``cache.n_tokens``.
         audio_features
-            ``(batch, n_audio_ctx, n_audio_state)`` from :meth:`embed_audio`.
+            ``(batch, n_audio_ctx, n_audio_state)`` from :meth:`embed_audio`;
+            ``batch / cache.cross_group`` rows when the cache groups rows.
         cache
             A :class:`KVCache`, updated in place; None for a one-off full pass.
         positions
@@ -347,13 +366,13 @@ class Whisper(nn.Module):
             ``(batch, n_new, n_vocab)`` float32 logits (``n_new = len(positions)``
             when given).
         """
-        if tokens.shape[0] != audio_features.shape[0]:
-            raise ValueError(
-                f"batch mismatch: tokens {tuple(tokens.shape)}, "
-                f"audio_features {tuple(audio_features.shape)}"
-            )
         if cache is None:
             cache = KVCache()
+        if tokens.shape[0] != audio_features.shape[0] * cache.cross_group:
+            raise ValueError(
+                f"batch mismatch: tokens {tuple(tokens.shape)}, audio_features "
+                f"{tuple(audio_features.shape)}, cross_group {cache.cross_group}"
+            )
         return self.decoder(tokens.to(self.device), audio_features, cache, positions)
 
     def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
