@@ -244,6 +244,9 @@ _CT2_INFO_SCALARS = (
     "decoder/num_heads",
     "decoder/alignment_heads",
     "decoder/alignment_layer",
+    # Written by newer converters; meaningless while decoder/alibi is 0.
+    "decoder/alibi_use_positive_positions",
+    "decoder/scale_alibi",
 )
 
 
