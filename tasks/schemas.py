@@ -142,11 +142,107 @@ EVALUATION = _schema(
     ],
 )
 
+# ---------------------------------------------------------------- TTS dataset runs
+# tts_requests -> mels -> audio -> tts_evaluation (flows/regenerate_tts_dataset.py).
+
+TTS_REQUESTS = _schema(
+    "tts_requests",
+    1,
+    [
+        ("utt_id", pa.string()),
+        ("input_key", pa.string()),  # text, speaker, source and text settings
+        ("source", pa.string()),  # input file (and line or row) the text came from
+        ("text", pa.string()),  # as given (null when it could not be decoded)
+        ("normalized_text", pa.string()),  # what the engine is asked to say
+        ("n_chars", pa.int32()),  # characters of normalized_text
+        ("n_tokens", pa.int32()),  # SpeechT5 character tokens, </s> included
+        ("n_chunks", pa.int32()),  # sentence chunks it is synthesized in
+        ("unknown_chars", pa.list_(pa.string())),  # removed: not in the vocabulary
+        ("speaker", pa.string()),
+        *_ROW_STATUS,
+    ],
+)
+
+MELS = _schema(
+    "mels",
+    1,
+    [
+        ("utt_id", pa.string()),
+        ("input_key", pa.string()),
+        ("text", pa.string()),
+        ("normalized_text", pa.string()),
+        ("speaker", pa.string()),
+        ("engine", pa.string()),  # speecht5 | piper | espeak
+        ("n_mels", pa.int32()),
+        ("n_frames", pa.int32()),
+        # (n_frames, n_mels) SpeechT5 log10 mel, frame-major (as SpeechT5 predicts
+        # and trains on it): 16 kHz, hop 256, window 1024, 80 Slaney bins 80-7600 Hz.
+        ("log_mel", pa.list_(pa.list_(pa.float16()))),
+        ("stopped", pa.bool_()),  # the stop token ended every chunk
+        ("hit_max_length", pa.bool_()),  # some chunk was cut at the step limit
+        # teacher engines: their own audio, resampled to 16 kHz mono FLAC; null for
+        # speecht5 (the audio stage vocodes the mel)
+        ("engine_audio", AUDIO_STRUCT),
+        ("synth_seconds", pa.float64()),  # compute time, batch time shared by frames
+        *_ROW_STATUS,
+    ],
+)
+
+TTS_AUDIO = _schema(
+    "audio",
+    1,
+    [
+        ("utt_id", pa.string()),
+        ("input_key", pa.string()),
+        ("text", pa.string()),
+        ("normalized_text", pa.string()),
+        ("speaker", pa.string()),
+        ("audio", AUDIO_STRUCT),  # mono FLAC, 16-bit, `sampling_rate` Hz
+        ("sampling_rate", pa.int32()),
+        ("duration_s", pa.float64()),
+        ("vocoder", pa.string()),  # hifigan | griffinlim | engine (teacher's audio)
+        ("vocode_seconds", pa.float64()),
+        *_ROW_STATUS,
+    ],
+)
+
+TTS_EVALUATION = _schema(
+    "tts_evaluation",
+    1,
+    [
+        ("utt_id", pa.string()),
+        ("input_key", pa.string()),
+        ("text", pa.string()),
+        ("hypothesis", pa.string()),  # ASR transcript of the synthesized audio
+        ("reference_norm", pa.string()),
+        ("hypothesis_norm", pa.string()),
+        ("wer", pa.float64()),
+        ("cer", pa.float64()),
+        ("ref_words", pa.int64()),
+        ("word_errors", pa.int64()),
+        ("ref_chars", pa.int64()),
+        ("char_errors", pa.int64()),
+        ("duration_s", pa.float64()),
+        ("chars_per_s", pa.float64()),  # characters of text per second of audio
+        ("words_per_min", pa.float64()),
+        ("dnsmos_sig", pa.float64()),  # null when DNSMOS was not run
+        ("dnsmos_bak", pa.float64()),
+        ("dnsmos_ovrl", pa.float64()),
+        ("dnsmos_p808", pa.float64()),
+        ("asr_model", pa.string()),
+        *_ROW_STATUS,
+    ],
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "ingest": INGEST,
     "features": FEATURES,
     "transcripts": TRANSCRIPTS,
     "evaluation": EVALUATION,
+    "tts_requests": TTS_REQUESTS,
+    "mels": MELS,
+    "audio": TTS_AUDIO,
+    "tts_evaluation": TTS_EVALUATION,
 }
 
 

@@ -1,0 +1,257 @@
+"""Stage `tts_evaluation`: how good is the synthesized speech?
+
+Per utterance:
+
+* ASR round trip: our Whisper (tiny.en by default, loaded once per process, batched
+  across the shard) transcribes the audio; WER/CER against the input text after the
+  same normaliser as ASR evaluation (`tasks.evaluate_metrics`);
+* predicted MOS: DNSMOS (``speechmos``: SIG, BAK, OVRL and P.808) on the 16 kHz
+  audio; clips shorter than DNSMOS's 9 s window are tiled to fill it, by the
+  package itself;
+* duration and speaking rate (characters per second, words per minute).
+
+`summarize_tts` then reads every stage of the run and writes
+``tts_evaluation/_summary.json``: counts and failures per stage, corpus round-trip
+WER/CER with bootstrap CIs, mean DNSMOS, stop-token failures, duration and rate
+statistics, and synthesis RTFx (audio seconds per second of synthesis + vocoder
+compute, model loading excluded, summed over rows so resumed runs count whole).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.cache_policies import NONE
+
+from s2s_models import TranscribeOptions
+from tasks.evaluate_metrics import (
+    NORMALIZERS,
+    normalize_text,
+    ratio_with_ci,
+    score_pair,
+)
+from tasks.ingest import decode_flac
+from tasks.schemas import TTS_EVALUATION
+from tasks.stage import fingerprint, read_stage, stage_dir, write_part
+from tasks.transcribe import get_asr
+
+SAMPLE_RATE = 16000
+DNSMOS_KEYS = {"dnsmos_sig": "sig_mos", "dnsmos_bak": "bak_mos",
+               "dnsmos_ovrl": "ovrl_mos", "dnsmos_p808": "p808_mos"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TtsEvalOptions:
+    asr_model: str = "tiny.en"  # Whisper checkpoint of the round trip
+    device: str = "auto"
+    asr_batch_size: int = 8  # 30 s windows decoded together
+    normalizer: str = "whisper_english"  # as in ASR evaluation
+    dnsmos: bool = True  # predicted MOS (a few CPU seconds per clip)
+    n_bootstrap: int = 1000  # resamples of the WER/CER confidence intervals
+    seed: int = 0
+    ci_level: float = 0.95
+
+    def verify(self) -> None:
+        if self.normalizer not in NORMALIZERS:
+            raise ValueError(f"normalizer must be one of {NORMALIZERS}")
+        if self.asr_batch_size < 1 or self.n_bootstrap < 1:
+            raise ValueError("asr_batch_size and n_bootstrap must be >= 1")
+        if not 0.0 < self.ci_level < 1.0:
+            raise ValueError("ci_level must be in (0, 1)")
+
+
+def check_dnsmos() -> None:
+    """Raise ImportError with the fix when DNSMOS cannot run here."""
+    try:
+        from speechmos import dnsmos  # noqa: F401 - imports librosa, onnxruntime
+    except ImportError as exc:
+        raise ImportError(
+            f"DNSMOS needs the 'tts' extra (speechmos, librosa, onnxruntime): {exc}. "
+            "Install it or run with --no-dnsmos."
+        ) from exc
+
+
+def eval_key(audio_key: str, asr_fp: str, options: TtsEvalOptions) -> str:
+    settings = asdict(options)
+    for k in ("device", "asr_batch_size", "n_bootstrap", "seed", "ci_level"):
+        settings.pop(k)  # none of these changes a row
+    return fingerprint("tts_evaluation", audio_key, asr_fp, settings)
+
+
+def dnsmos_scores(audio: np.ndarray) -> dict[str, float | None]:
+    """DNSMOS SIG/BAK/OVRL/P.808 of 16 kHz audio; None for silent or empty clips
+    (the package would loop forever on an empty array)."""
+    if audio.size < SAMPLE_RATE // 10 or not np.any(audio):
+        return dict.fromkeys(DNSMOS_KEYS)
+    from speechmos import dnsmos
+
+    scores = dnsmos.run(np.clip(audio, -1.0, 1.0).astype(np.float32), SAMPLE_RATE)
+    return {ours: float(scores[theirs]) for ours, theirs in DNSMOS_KEYS.items()}
+
+
+def _transcribe_all(asr, audios, options: TranscribeOptions) -> list:
+    """Transcripts, or the exception text per item when a batch fails."""
+    try:
+        return [r.text for r in asr.transcribe(audios, options)]
+    except Exception:  # noqa: BLE001 - retry one by one to isolate the bad item
+        out = []
+        for audio in audios:
+            try:
+                out.append(asr.transcribe([audio], options)[0].text)
+            except Exception as exc:  # noqa: BLE001 - becomes a failed row
+                out.append(exc)
+        return out
+
+
+def compute_tts_evaluation(
+    asr, rows: list[dict], audios: list[np.ndarray], options: TtsEvalOptions
+) -> list[dict]:
+    """Pure stage logic. `rows` carry utt_id, input_key, text; `audios` are
+    (n_samples,) float32 at 16 kHz. Returns one tts_evaluation row per input."""
+    options.verify()
+    asr_options = TranscribeOptions(batch_size=options.asr_batch_size)
+    hypotheses = _transcribe_all(asr, audios, asr_options)
+    out = []
+    for row, audio, hyp in zip(rows, audios, hypotheses, strict=True):
+        base = {**row, "asr_model": options.asr_model,
+                "duration_s": audio.size / SAMPLE_RATE}  # fmt: skip
+        if isinstance(hyp, Exception):
+            error = f"ASR: {type(hyp).__name__}: {hyp}"
+            out.append({**base, "status": "failed", "error": error})
+            continue
+        ref_norm = normalize_text(row["text"] or "", options.normalizer)
+        hyp_norm = normalize_text(hyp, options.normalizer)
+        s = score_pair(ref_norm, hyp_norm)
+        dur = base["duration_s"]
+        text = row["text"] or ""
+        base.update(
+            hypothesis=hyp, reference_norm=ref_norm, hypothesis_norm=hyp_norm,
+            wer=s["wer"], cer=s["cer"], ref_words=s["ref_words"],
+            word_errors=s["substitutions"] + s["deletions"] + s["insertions"],
+            ref_chars=s["ref_chars"], char_errors=s["char_errors"],
+            chars_per_s=len(text) / dur if dur > 0 else math.nan,
+            words_per_min=60 * len(text.split()) / dur if dur > 0 else math.nan,
+            status="ok", error=None,
+        )  # fmt: skip
+        if options.dnsmos:
+            try:
+                base.update(dnsmos_scores(audio))
+            except Exception as exc:  # noqa: BLE001 - MOS is optional per row
+                base["error"] = f"DNSMOS: {type(exc).__name__}: {exc}"
+        out.append(base)
+    return out
+
+
+@task(name="tts-evaluation-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def tts_evaluation_shard(
+    run_dir: str, part_index: int, upstream_part: str, utt_ids: list[str],
+    options: dict, asr_fp: str,
+) -> str:  # fmt: skip
+    """Evaluate `utt_ids` of one audio part; write one tts_evaluation part."""
+    opts = TtsEvalOptions(**options)
+    asr = get_asr(opts.asr_model, opts.device)
+    wanted = set(utt_ids)
+    table = pq.read_table(
+        upstream_part, columns=["utt_id", "input_key", "text", "audio"]
+    )
+    rows, audios = [], []
+    for r in table.to_pylist():
+        if r["utt_id"] in wanted:
+            audios.append(decode_flac(r.pop("audio")["bytes"])[0])
+            r["input_key"] = eval_key(r["input_key"], asr_fp, opts)
+            rows.append(r)
+    out = compute_tts_evaluation(asr, rows, audios, opts)
+    table = pa.Table.from_pylist(out, schema=TTS_EVALUATION)
+    return str(write_part(run_dir, "tts_evaluation", part_index, table))
+
+
+# ---------------------------------------------------------------- summary
+
+
+def summary_path(run_dir: str) -> str:
+    return str(stage_dir(run_dir, "tts_evaluation") / "_summary.json")
+
+
+def _stats(values: pd.Series) -> dict[str, float | None]:
+    v = values.dropna().to_numpy(dtype=float)
+    if v.size == 0:
+        return {"mean": None, "p5": None, "p50": None, "p95": None}
+    p5, p50, p95 = np.percentile(v, [5, 50, 95])
+    return {"mean": float(v.mean()), "p5": float(p5), "p50": float(p50),
+            "p95": float(p95)}  # fmt: skip
+
+
+def _failures(frames: dict[str, pd.DataFrame]) -> list[dict]:
+    out = []
+    for stage, frame in frames.items():
+        bad = frame[frame["status"] != "ok"]
+        out += [{"stage": stage, "utt_id": u, "error": e}
+                for u, e in zip(bad["utt_id"], bad["error"], strict=True)]  # fmt: skip
+    return out
+
+
+def compute_tts_summary(
+    frames: dict[str, pd.DataFrame], options: TtsEvalOptions
+) -> dict:
+    """Summary of a TTS run from its stages' rows (see the module docstring)."""
+    stages = ("tts_requests", "mels", "audio", "tts_evaluation")
+    req, mels, audio, ev = (frames[s] for s in stages)
+    ok_ev = ev[ev["status"] == "ok"]
+    scored = ok_ev[ok_ev["ref_words"] > 0]
+    level, nb, seed = options.ci_level, options.n_bootstrap, options.seed
+    wer = ratio_with_ci(scored["word_errors"], scored["ref_words"], nb, seed, level)
+    cer = ratio_with_ci(scored["char_errors"], scored["ref_chars"], nb, seed, level)
+    ok_mels, ok_audio = mels[mels["status"] == "ok"], audio[audio["status"] == "ok"]
+    compute_s = float(ok_mels["synth_seconds"].sum() + ok_audio["vocode_seconds"].sum())
+    audio_s = float(ok_audio["duration_s"].sum())
+    n_stop_fail = int(ok_mels["hit_max_length"].sum())
+    clean = lambda x: None if x is None or math.isnan(x) else x  # noqa: E731
+    summary = {
+        "n_requests": len(req), "n_ok": int(len(ok_ev)),
+        "n_failed": {s: int((f["status"] != "ok").sum()) for s, f in frames.items()},
+        "n_scored": int(len(scored)),
+        "wer": clean(wer[0]), "wer_ci_low": clean(wer[1]), "wer_ci_high": clean(wer[2]),
+        "cer": clean(cer[0]), "cer_ci_low": clean(cer[1]), "cer_ci_high": clean(cer[2]),
+        "ci_level": level, "normalizer": options.normalizer,
+        "asr_model": options.asr_model,
+        "dnsmos": {k: _stats(ok_ev[k]) for k in DNSMOS_KEYS},
+        "n_stop_failures": n_stop_fail,
+        "stop_failure_rate": n_stop_fail / len(ok_mels) if len(ok_mels) else None,
+        "audio_seconds": audio_s,
+        "duration_s": _stats(ok_audio["duration_s"]),
+        "chars_per_s": _stats(ok_ev["chars_per_s"]),
+        "words_per_min": _stats(ok_ev["words_per_min"]),
+        "synthesis_seconds": compute_s,
+        "synthesis_rtfx": audio_s / compute_s if compute_s > 0 else None,
+        "failures": _failures(frames),
+    }  # fmt: skip
+    return summary
+
+
+_READ = {
+    "tts_requests": ["utt_id", "status", "error"],
+    "mels": ["utt_id", "status", "error", "hit_max_length", "synth_seconds"],
+    "audio": ["utt_id", "status", "error", "duration_s", "vocode_seconds"],
+    "tts_evaluation": None,
+}
+
+
+def summarize_tts(run_dir: str, options: TtsEvalOptions, extra: dict) -> dict:
+    """Compute the summary of RUN_DIR, add `extra` (engine, vocoder, wall times),
+    write it atomically to ``tts_evaluation/_summary.json`` and return it."""
+    frames = {s: read_stage(run_dir, s, cols).to_pandas() for s, cols in _READ.items()}
+    summary = {**compute_tts_summary(frames, options), **extra}
+    path = summary_path(run_dir)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as fh:
+        json.dump(summary, fh, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+    return summary

@@ -1,0 +1,231 @@
+"""Stage `audio`: the waveform of every mel, as a Hugging Face `datasets` Audio
+column (FLAC bytes), plus the LJSpeech-style export of that stage.
+
+Vocoders (``--vocoder``):
+
+* ``auto``: a teacher engine's own audio (stored by the `mels` stage); for SpeechT5,
+  the voice's HiFi-GAN (``VOICE/vocoder/``) when it has one, else Griffin-Lim;
+* ``hifigan``: the voice's HiFi-GAN (an error when the voice has none);
+* ``griffinlim``: Griffin-Lim from the mel (no weights; robotic but always there);
+* a path: a Hugging Face ``SpeechT5HifiGan`` folder, or a jik876/hifi-gan generator
+  file with its training ``config.json`` beside it.
+
+The output is 16 kHz mono 16-bit FLAC; `path` in the audio struct is
+``<utt_id>.flac`` so that `datasets` can name the file it decodes.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+import torch
+from prefect import task
+from prefect.cache_policies import NONE
+
+from s2s_models.vocoders import (
+    GriffinLimOptions,
+    griffin_lim_from_log_mel,
+    load_hf_hifigan,
+    load_jik876_hifigan,
+)
+from tasks.ingest import decode_flac, encode_flac
+from tasks.schemas import TTS_AUDIO
+from tasks.stage import fingerprint, read_stage, write_part
+from tasks.synthesize import SAMPLE_RATE, read_mel
+from tasks.tts_engines import (
+    TEACHERS,
+    EngineError,
+    file_fingerprint,
+    resolve_voice_dir,
+)
+
+VOCODER_NAMES = ("auto", "hifigan", "griffinlim")
+HOP_LENGTH = 256  # samples per SpeechT5 mel frame at 16 kHz
+MIN_GRIFFINLIM_FRAMES = 8
+MEL_FLOOR_LOG = -10.0  # log10 of SpeechT5's mel floor (1e-10): silence
+
+
+@dataclass(frozen=True)
+class VocoderSpec:
+    kind: str  # engine | hifigan | griffinlim
+    path: str | None  # HiFi-GAN folder or generator file
+    fingerprint: str
+
+
+def resolve_vocoder(spec: str, engine: str, voice: str) -> VocoderSpec:
+    """What `--vocoder spec` means for this engine and voice (raises EngineError
+    with the reason when it cannot be had)."""
+    if spec == "auto" and engine in TEACHERS:
+        return VocoderSpec("engine", None, fingerprint("engine"))
+    if spec == "griffinlim":
+        return VocoderSpec(
+            "griffinlim", None, fingerprint("griffinlim", GriffinLimOptions())
+        )
+    if spec in ("auto", "hifigan"):
+        own = resolve_voice_dir(voice) / "vocoder" if engine == "speecht5" else None
+        if own is not None and (own / "config.json").exists():
+            return _hifigan_spec(own)
+        if spec == "auto":
+            return resolve_vocoder("griffinlim", engine, voice)
+        raise EngineError(
+            "--vocoder hifigan: the voice has no vocoder/ folder; give --vocoder "
+            "PATH (a SpeechT5HifiGan folder or a hifi-gan generator file) or "
+            "--vocoder griffinlim"
+        )
+    return _hifigan_spec(Path(spec))
+
+
+def _hifigan_spec(path: Path) -> VocoderSpec:
+    if path.is_dir() and (path / "config.json").exists():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+    elif path.is_file() and (path.parent / "config.json").exists():
+        files = [path, path.parent / "config.json"]
+    else:
+        raise EngineError(
+            f"--vocoder {path}: not a HiFi-GAN folder (config.json + weights) nor a "
+            "generator file with config.json beside it"
+        )
+    fp = fingerprint("hifigan", [(p.name, file_fingerprint(p)) for p in files])
+    return VocoderSpec("hifigan", str(path), fp)
+
+
+@functools.lru_cache(maxsize=2)
+def load_hifigan(path: str):
+    p = Path(path)
+    if p.is_dir():
+        return load_hf_hifigan(p)
+    return load_jik876_hifigan(p, p.parent / "config.json")
+
+
+def vocode(spec: VocoderSpec, mel: np.ndarray) -> np.ndarray:
+    """(n_frames, 80) SpeechT5 log-mel -> (n_frames * 256,) float32 at 16 kHz."""
+    tensor = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
+    with torch.inference_mode():
+        if spec.kind == "griffinlim":
+            # Griffin-Lim's reflect-padded STFT needs a few frames: pad very short
+            # mels with silence (the log10 floor) and cut the padding's samples off.
+            n_frames = tensor.shape[0]
+            pad = max(0, MIN_GRIFFINLIM_FRAMES - n_frames)
+            tensor = torch.nn.functional.pad(
+                tensor, (0, 0, 0, pad), value=MEL_FLOOR_LOG
+            )
+            return griffin_lim_from_log_mel(tensor).numpy()[: n_frames * HOP_LENGTH]
+        generator = load_hifigan(spec.path)
+        return generator(tensor[None])[0].numpy()
+
+
+def audio_key(mel_key: str, spec: VocoderSpec) -> str:
+    return fingerprint("audio", mel_key, spec.kind, spec.fingerprint)
+
+
+def _audio_row(row: dict, audio: np.ndarray, kind: str, seconds: float) -> dict:
+    if audio.size == 0 or not np.all(np.isfinite(audio)):
+        return {**row, "status": "failed", "error": "vocoder gave empty or NaN audio"}
+    flac = encode_flac(audio, SAMPLE_RATE)
+    return {**row, "audio": {"bytes": flac, "path": f"{row['utt_id']}.flac"},
+            "sampling_rate": SAMPLE_RATE, "duration_s": audio.size / SAMPLE_RATE,
+            "vocoder": kind, "vocode_seconds": seconds, "status": "ok",
+            "error": None}  # fmt: skip
+
+
+def compute_audio(rows: list[dict], mels: list, spec: VocoderSpec) -> list[dict]:
+    """Pure stage logic: one audio row per mels row (`mels[i]` (n_frames, 80) or
+    None; teacher rows carry `engine_audio`)."""
+    out = []
+    for row, mel in zip(rows, mels, strict=True):
+        engine_audio = row.pop("engine_audio", None)
+        t0 = time.perf_counter()
+        try:
+            if spec.kind == "engine":
+                if engine_audio is None:
+                    raise ValueError("no engine audio in the mels row")
+                audio, kind = decode_flac(engine_audio["bytes"])[0], "engine"
+            else:
+                audio, kind = vocode(spec, mel), spec.kind
+        except Exception as exc:  # noqa: BLE001 - one bad item is a failed row
+            out.append(
+                {**row, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            )
+            continue
+        out.append(_audio_row(row, audio, kind, time.perf_counter() - t0))
+    return out
+
+
+@task(name="audio-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def audio_shard(
+    run_dir: str, part_index: int, upstream_part: str, utt_ids: list[str],
+    spec: dict,
+) -> str:  # fmt: skip
+    """Vocode `utt_ids` of one mels part; write one audio part."""
+    vocoder = VocoderSpec(**spec)
+    wanted = set(utt_ids)
+    cols = ["utt_id", "input_key", "text", "normalized_text", "speaker"]
+    if vocoder.kind == "engine":
+        cols.append("engine_audio")
+    else:
+        cols.append("log_mel")
+    table = pq.read_table(upstream_part, columns=cols)
+    index = [i for i, u in enumerate(table.column("utt_id").to_pylist()) if u in wanted]
+    table = table.take(index)
+    mels: list = [None] * table.num_rows
+    if vocoder.kind != "engine":
+        column = table.column("log_mel").combine_chunks()
+        mels = [read_mel(column, i) for i in range(table.num_rows)]
+        table = table.drop_columns(["log_mel"])
+    rows = table.to_pylist()
+    for r in rows:
+        r["input_key"] = audio_key(r["input_key"], vocoder)
+    out = pa.Table.from_pylist(compute_audio(rows, mels, vocoder), schema=TTS_AUDIO)
+    return str(write_part(run_dir, "audio", part_index, out))
+
+
+# ---------------------------------------------------------------- LJSpeech export
+
+
+def _safe_id(utt_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", utt_id)
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").replace("|", " ").split())
+
+
+def export_ljspeech(run_dir: str, out_dir: str) -> dict:
+    """Write ``out_dir/wavs/<utt_id>.wav`` (16 kHz 16-bit PCM) and
+    ``out_dir/metadata.csv`` (``id|text|normalized text``, no header, LJSpeech
+    style) for every ok row of the audio stage. Returns counts and paths.
+
+    `|` and line breaks inside texts become spaces; characters outside
+    ``[A-Za-z0-9._-]`` in ids become ``_`` (file names stay portable).
+    """
+    table = read_stage(
+        run_dir, "audio", ["utt_id", "text", "normalized_text", "audio", "status"]
+    )
+    wavs = Path(out_dir) / "wavs"
+    wavs.mkdir(parents=True, exist_ok=True)
+    lines, seen = [], set()
+    for row in sorted(table.to_pylist(), key=lambda r: r["utt_id"]):
+        if row["status"] != "ok":
+            continue
+        name = _safe_id(row["utt_id"])
+        if name in seen:
+            raise ValueError(f"two utt_ids map to the same file name {name}.wav")
+        seen.add(name)
+        audio, rate = decode_flac(row["audio"]["bytes"])
+        sf.write(wavs / f"{name}.wav", audio, rate, subtype="PCM_16")
+        lines.append(
+            f"{name}|{_one_line(row['text'])}|{_one_line(row['normalized_text'])}"
+        )
+    metadata = Path(out_dir) / "metadata.csv"
+    tmp = metadata.with_name(".metadata.csv.tmp")
+    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tmp.replace(metadata)
+    return {"n_items": len(lines), "metadata": str(metadata), "wavs": str(wavs)}
