@@ -1,0 +1,116 @@
+"""audio stage logic: vocoder choice, Griffin-Lim and engine audio rows, the
+LJSpeech export, and loading the stage with Hugging Face `datasets`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import soundfile as sf
+
+from s2s_models.vocoders import speecht5_log_mel
+from tasks.ingest import decode_flac, encode_flac
+from tasks.schemas import TTS_AUDIO
+from tasks.stage import list_parts, write_part
+from tasks.tts_engines import EngineError
+from tasks.vocode import compute_audio, export_ljspeech, resolve_vocoder, vocode
+from tests.fixtures.tts.tiny_voice import make_tiny_voice
+
+SR = 16000
+
+
+def _tone(seconds: float, hz: float = 220.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def _row(utt_id: str, text: str = "Some text.") -> dict:
+    return {"utt_id": utt_id, "input_key": f"k-{utt_id}", "text": text,
+            "normalized_text": text, "speaker": None}  # fmt: skip
+
+
+def test_resolve_vocoder(tmp_path):
+    voice = str(make_tiny_voice(tmp_path / "voice"))
+    assert resolve_vocoder("auto", "piper", "default").kind == "engine"
+    assert resolve_vocoder("auto", "speecht5", voice).kind == "griffinlim"
+    with pytest.raises(EngineError, match="no vocoder/ folder"):
+        resolve_vocoder("hifigan", "speecht5", voice)
+    with pytest.raises(EngineError, match="not a HiFi-GAN folder"):
+        resolve_vocoder(str(tmp_path / "nowhere"), "speecht5", voice)
+    with pytest.raises(EngineError, match="no trained default"):
+        resolve_vocoder("auto", "speecht5", "default")
+
+
+def test_griffinlim_and_engine_rows():
+    audio = _tone(0.5)
+    mel = speecht5_log_mel(audio).numpy()  # (n_frames, 80)
+    spec = resolve_vocoder("griffinlim", "espeak", "default")
+    rows = compute_audio([_row("a"), _row("short")], [mel, mel[:2]], spec)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[0]["sampling_rate"] == SR and rows[0]["vocoder"] == "griffinlim"
+    assert rows[0]["duration_s"] == pytest.approx(mel.shape[0] * 256 / SR)
+    assert rows[1]["duration_s"] == pytest.approx(2 * 256 / SR)  # padded, then cut
+    back, rate = decode_flac(rows[0]["audio"]["bytes"])
+    assert rate == SR and rows[0]["audio"]["path"] == "a.flac"
+    # Griffin-Lim keeps the tone's pitch: the spectral peak stays at 220 Hz
+    peak_hz = np.argmax(np.abs(np.fft.rfft(back))) * SR / back.size
+    assert abs(peak_hz - 220) < 10
+
+    engine = resolve_vocoder("auto", "piper", "default")
+    row = {**_row("t"), "engine_audio": {"bytes": encode_flac(audio, SR), "path": "t"}}
+    missing = {**_row("m"), "engine_audio": None}
+    out = compute_audio([row, missing], [None, None], engine)
+    assert out[0]["vocoder"] == "engine" and out[0]["duration_s"] == 0.5
+    assert out[1]["status"] == "failed" and "no engine audio" in out[1]["error"]
+    assert vocode(spec, mel).dtype == np.float32
+
+
+def _write_audio_stage(run_dir, rows):
+    table = pa.Table.from_pylist(rows, schema=TTS_AUDIO)
+    return write_part(run_dir, "audio", 0, table)
+
+
+def test_ljspeech_export_and_datasets_load(tmp_path):
+    run = tmp_path / "run"
+    spec = resolve_vocoder("auto", "piper", "default")
+    sources = [
+        {**_row("utt/1", "Hello | there."), "engine_audio": {"bytes": encode_flac(_tone(0.3), SR), "path": None}},  # noqa: E501
+        {**_row("utt2", "Second\nline."), "engine_audio": {"bytes": encode_flac(_tone(0.2, 440), SR), "path": None}},  # noqa: E501
+        {**_row("bad"), "engine_audio": None},
+    ]  # fmt: skip
+    _write_audio_stage(run, compute_audio(sources, [None] * 3, spec))
+
+    out = export_ljspeech(str(run), str(tmp_path / "lj"))
+    assert out["n_items"] == 2
+    lines = (tmp_path / "lj" / "metadata.csv").read_text().splitlines()
+    # sorted by utt_id ("utt/1" < "utt2"); "/" in the id becomes "_" in the file
+    assert lines == [
+        "utt_1|Hello there.|Hello there.",
+        "utt2|Second line.|Second line.",
+    ]
+    audio, rate = sf.read(tmp_path / "lj" / "wavs" / "utt_1.wav")
+    assert rate == SR and len(audio) == int(0.3 * SR)
+
+
+def test_audio_stage_loads_with_datasets(tmp_path):
+    """`datasets` reads the stage's Parquet and casts the struct to its Audio
+    feature; decoding needs `torchcodec` (datasets >= 4), skipped when absent."""
+    datasets = pytest.importorskip("datasets")
+    run = tmp_path / "run"
+    spec = resolve_vocoder("auto", "piper", "default")
+    flac = encode_flac(_tone(0.3), SR)
+    src = [{**_row("a"), "engine_audio": {"bytes": flac, "path": None}}]
+    _write_audio_stage(run, compute_audio(src, [None], spec))
+    parts = [str(p) for p in list_parts(run, "audio")]
+    ds = datasets.load_dataset("parquet", data_files=parts, split="train")
+    assert ds.num_rows == 1 and ds[0]["text"] == "Some text."
+    ds = ds.cast_column("audio", datasets.Audio(sampling_rate=SR))
+    assert isinstance(ds.features["audio"], datasets.Audio)
+    raw = ds.cast_column("audio", datasets.Audio(decode=False))[0]["audio"]
+    assert raw["path"] == "a.flac" and decode_flac(raw["bytes"])[0].size == 0.3 * SR
+    try:
+        decoded = ds[0]["audio"]
+    except ImportError as exc:
+        pytest.skip(f"datasets cannot decode audio here: {exc}")
+    samples = decoded.get_all_samples()
+    assert samples.sample_rate == SR and samples.data.shape[-1] == int(0.3 * SR)
