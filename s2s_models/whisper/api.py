@@ -49,7 +49,8 @@ class TranscribeOptions:
     without_timestamps: bool = True  # vad mode: one segment per window; sequential
     # mode always decodes timestamps (it needs them to move through the audio)
     condition_on_previous_text: bool = True  # sequential: prompt with text so far
-    initial_prompt: str | None = None  # text given as context to the first window
+    initial_prompt: str | None = None  # context text (e.g. spellings of names):
+    # given to every window in vad mode, to the first one in sequential mode
     vad_threshold: float = 0.5  # speech probability that starts speech
     vad_min_silence_s: float = 0.5  # pause that ends a speech region
     vad_speech_pad_s: float = 0.2  # context kept around each region
@@ -137,8 +138,8 @@ class WhisperASR:
     name : str
         What it was loaded from ("tiny.en", "base" or a path).
     sha256 : str
-        Hash of the loaded weights (names, shapes and float32 values), for cache
-        keys; ``fingerprint`` is its first 16 hex digits.
+        Hash of the compute dtype and the loaded weights (names, shapes, float32
+        values), for cache keys; ``fingerprint`` is its first 16 hex digits.
     device : torch.device
     """
 
@@ -218,7 +219,8 @@ def _as_mono_16k(audio: np.ndarray, index: int) -> np.ndarray:
 
 
 def _weights_sha256(model: Whisper) -> str:
-    digest = hashlib.sha256()
+    # the compute dtype changes the output, so it is part of the identity
+    digest = hashlib.sha256(f"dtype={model.dtype};".encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
