@@ -25,6 +25,7 @@ from tests.conftest import REPO, SAMPLES
 
 pytestmark = pytest.mark.slow
 PREFECT = str(Path(sys.executable).with_name("prefect"))
+SERVED = ("transcribe-corpus/nightly", "review-run/weekly-review")
 
 
 def _free_port() -> int:
@@ -114,3 +115,45 @@ def test_deploy_trigger_and_complete(prefect_server, tmp_path):
     ids = set(read_stage(run_dir, "transcripts", ["utt_id"])["utt_id"].to_pylist())
     assert ids == {"LJ002-0020", "sense_and_sensibility_01_austen_64kb-0880"}
     assert (run_dir / "report.html").exists()
+
+
+def test_s2s_serve_registers_the_scheduled_deployments(prefect_server, tmp_path):
+    """`s2s serve` registers every prefect.yaml deployment with its cron schedule
+    and keeps serving until stopped."""
+    s2s = str(Path(sys.executable).with_name("s2s"))
+    proc = subprocess.Popen(
+        [s2s, "serve"], cwd=REPO, env=prefect_server,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    code = (
+        "import asyncio, json\n"
+        "from prefect.client.orchestration import get_client\n"
+        "async def main():\n"
+        "    async with get_client() as c:\n"
+        "        out = {}\n"
+        "        for d in await c.read_deployments():\n"
+        "            flow = await c.read_flow(d.flow_id)\n"
+        "            crons = [s.schedule.cron for s in d.schedules if s.active]\n"
+        "            out[f'{flow.name}/{d.name}'] = [d.work_pool_name, crons]\n"
+        "        print(json.dumps(out))\n"
+        "asyncio.run(main())\n"
+    )
+    try:
+        deadline = time.time() + 300
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            out = subprocess.run(
+                [sys.executable, "-c", code], env=prefect_server,
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            found = json.loads(out.stdout or "{}")
+            # Served deployments run in the serving process: no work pool.
+            if all(found.get(name, ["pool"])[0] is None for name in SERVED):
+                break
+            assert time.time() < deadline, out.stdout + out.stderr
+            time.sleep(2)
+        assert found["transcribe-corpus/nightly"] == [None, ["0 2 * * *"]]
+        assert found["review-run/weekly-review"] == [None, ["0 6 * * 1"]]
+    finally:
+        proc.terminate()
+        proc.wait(60)
