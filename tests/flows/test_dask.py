@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from tasks.stage import read_stage
 from tests.conftest import REPO, SAMPLES
@@ -39,8 +40,6 @@ def test_dask_local_cluster_matches_local_run(tmp_path):
     for name in ("LJ002-0020.wav", "sense_and_sensibility_01_austen_64kb-0880.wav",
                  "mfa.wav", "manifest.csv"):  # fmt: skip
         if name == "mfa.wav":  # a third, different clip: LJ002-0020 at half gain
-            import soundfile as sf
-
             audio, rate = sf.read(SAMPLES / "LJ002-0020.wav")
             sf.write(corpus / name, audio * 0.5, rate)
             continue
