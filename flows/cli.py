@@ -301,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
     p.set_defaults(func=cmd_serve)
+
+    from flows.cli_tts import register as register_tts
+
+    register_tts(sub)
     return parser
 
 
