@@ -41,6 +41,13 @@ def mels(audio) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
+def features(tiny, mels) -> torch.Tensor:
+    """Encoder output, so that tests which only exercise decoding skip the encoder."""
+    with torch.inference_mode():
+        return tiny[0].embed_audio(mels)  # (3, 1500, 384)
+
+
+@pytest.fixture(scope="module")
 def greedy(tiny, mels):
     model, tokenizer = tiny
     return decode(model, tokenizer, mels, DecodingOptions())
@@ -57,10 +64,10 @@ def test_greedy_transcribes_jfk(greedy):
     assert jfk.segments == ()
 
 
-def test_batched_decode_equals_one_by_one(tiny, mels, greedy):
+def test_batched_decode_equals_one_by_one(tiny, features, greedy):
     model, tokenizer = tiny
-    for i in range(mels.shape[0]):
-        alone = decode(model, tokenizer, mels[i : i + 1])[0]
+    for i in range(features.shape[0]):
+        alone = decode(model, tokenizer, features[i : i + 1])[0]
         assert alone.tokens == greedy[i].tokens
         assert alone.avg_logprob == pytest.approx(greedy[i].avg_logprob, abs=1e-4)
         assert alone.no_speech_prob == pytest.approx(greedy[i].no_speech_prob, abs=1e-5)
@@ -83,10 +90,10 @@ def test_cached_decode_equals_uncached_argmax(tiny, mels, greedy):
         assert masked.argmax().item() == sequence[0, len(prefix) + step].item()
 
 
-def test_timestamps_give_ordered_segments(tiny, mels):
+def test_timestamps_give_ordered_segments(tiny, features):
     model, tokenizer = tiny
     options = DecodingOptions(without_timestamps=False)
-    result = decode(model, tokenizer, mels[:1], options)[0]
+    result = decode(model, tokenizer, features[:1], options)[0]
     segments = result.segments
     assert segments and segments[0].start <= 1.0
     for segment in segments:
@@ -98,29 +105,29 @@ def test_timestamps_give_ordered_segments(tiny, mels):
     assert stamps == sorted(stamps)
 
 
-def test_sample_len_is_a_hard_cap(tiny, mels):
+def test_sample_len_is_a_hard_cap(tiny, features):
     model, tokenizer = tiny
-    results = decode(model, tokenizer, mels, DecodingOptions(sample_len=3))
+    results = decode(model, tokenizer, features, DecodingOptions(sample_len=3))
     assert all(len(r.tokens) <= 3 for r in results)
 
 
-def test_beam_search_transcribes(tiny, mels):
+def test_beam_search_transcribes(tiny, features):
     model, tokenizer = tiny
-    result = decode(model, tokenizer, mels[:2], DecodingOptions(beam_size=5))
+    result = decode(model, tokenizer, features[:2], DecodingOptions(beam_size=5))
     assert "ask not what your country can do for you" in result[0].text.lower()
     assert "narrative would be tedious" in result[1].text.lower()
 
 
-def test_sampling_best_of(tiny, mels):
+def test_sampling_best_of(tiny, features):
     model, tokenizer = tiny
     torch.manual_seed(0)
-    options = DecodingOptions(temperature=0.6, best_of=3)
-    result = decode(model, tokenizer, mels[:1], options)[0]
+    options = DecodingOptions(temperature=0.6, best_of=3, sample_len=40)
+    result = decode(model, tokenizer, features[:1], options)[0]
     assert result.temperature == 0.6
     assert "country" in result.text.lower()
 
 
-def test_fallback_redecodes_only_failing_windows(tiny, mels, greedy, monkeypatch):
+def test_fallback_redecodes_only_failing_windows(tiny, features, greedy, monkeypatch):
     model, tokenizer = tiny
     calls = []
     real_decode = decoding.decode
@@ -134,7 +141,13 @@ def test_fallback_redecodes_only_failing_windows(tiny, mels, greedy, monkeypatch
     threshold = (scores[0] + scores[1]) / 2  # exactly one window is "too unlikely"
     torch.manual_seed(0)
     results = decode_with_fallback(
-        model, tokenizer, mels, logprob_threshold=threshold, no_speech_threshold=None
+        model,
+        tokenizer,
+        features,
+        DecodingOptions(sample_len=60),  # sampled retries may ramble: keep them short
+        temperatures=(0.0, 0.2, 0.4),
+        logprob_threshold=threshold,
+        no_speech_threshold=None,
     )
     assert calls[:2] == [(3, 0.0), (1, 0.2)]
     worst = min(range(3), key=lambda i: greedy[i].avg_logprob)
@@ -142,12 +155,12 @@ def test_fallback_redecodes_only_failing_windows(tiny, mels, greedy, monkeypatch
         if i == worst:
             assert result.temperature > 0.0
         else:
-            assert result == greedy[i]
+            assert result.tokens == greedy[i].tokens and result.temperature == 0.0
 
 
-def test_fallback_keeps_clean_speech_at_temperature_zero(tiny, mels, greedy):
+def test_fallback_keeps_clean_speech_at_temperature_zero(tiny, features, greedy):
     model, tokenizer = tiny
-    results = decode_with_fallback(model, tokenizer, mels[:2])
+    results = decode_with_fallback(model, tokenizer, features[:2])
     assert [r.tokens for r in results] == [g.tokens for g in greedy[:2]]
     assert all(r.temperature == 0.0 for r in results)
 
