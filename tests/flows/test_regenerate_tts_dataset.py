@@ -1,0 +1,137 @@
+"""regenerate-tts-dataset end to end with a tiny random SpeechT5 voice (saved with
+save_speecht5 to a tmp dir by tests/fixtures/tts/tiny_voice.py; it does not speak,
+so round-trip WER is ~100%: these tests check the mechanics, not the sound)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from flows.regenerate_tts_dataset import regenerate_tts_dataset
+from tasks.stage import list_parts, read_stage
+from tasks.tts_engines import EngineError
+from tests.conftest import REPO
+from tests.fixtures.tts.tiny_voice import make_tiny_voice, write_speaker_embedding
+
+STAGES = ("tts_requests", "mels", "audio", "tts_evaluation")
+
+
+@pytest.fixture(scope="module")
+def voice(tmp_path_factory) -> str:
+    return str(make_tiny_voice(tmp_path_factory.mktemp("voice")))
+
+
+def _ids(run_dir, stage) -> list[str]:
+    return read_stage(run_dir, stage, ["utt_id"])["utt_id"].to_pylist()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_bad_inputs_export_report_and_rerun(tmp_path, voice):
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(
+        b"Hello there, friend.\n\nA second, longer sentence. It has two parts.\n"
+        b"bad \xff bytes\n12345\n" + b"word " * 20000 + b"\nLast line!\n"
+    )
+    table = tmp_path / "more.csv"
+    table.write_text('utt_id,text,speaker\nc1,From a table.,spk1\nc2,"",spk2\n')
+    emb = write_speaker_embedding(tmp_path / "spk.npy")
+    run = str(tmp_path / "run")
+    summary = regenerate_tts_dataset(
+        [str(texts), str(table)], run, voice=voice, speaker_embedding=str(emb),
+        export_ljspeech_dir=str(tmp_path / "lj"), shard_size=3, dnsmos=False,
+    )  # fmt: skip
+    errors = {f["utt_id"]: f["error"] for f in summary["evaluation"]["failures"]}
+    assert "not valid UTF-8" in errors["texts-00004"]
+    assert "nothing left to say" in errors["texts-00005"]
+    assert "more than max_chars" in errors["texts-00006"]
+    assert errors["c2"] == "empty text"
+    good = {"texts-00001", "texts-00003", "texts-00007", "c1"}
+    for stage in STAGES[1:]:
+        ids = _ids(run, stage)
+        assert sorted(ids) == sorted(good), stage
+    audio = read_stage(run, "audio").to_pandas().set_index("utt_id")
+    assert (audio["status"] == "ok").all() and (audio["sampling_rate"] == 16000).all()
+    assert audio.loc["c1", "speaker"] == "spk1"
+    mels = read_stage(run, "mels").to_pandas().set_index("utt_id")
+    assert mels["hit_max_length"].all()  # the tiny voice never stops by itself
+    assert summary["evaluation"]["n_stop_failures"] == 4
+    assert summary["evaluation"]["synthesis_rtfx"] > 0
+    lj = (tmp_path / "lj" / "metadata.csv").read_text().splitlines()
+    assert len(lj) == 4 and lj[0].startswith("c1|From a table.|")
+    assert len(list((tmp_path / "lj" / "wavs").glob("*.wav"))) == 4
+    html = open(summary["report"], encoding="utf-8").read()
+    assert "Stop-token failures (4)" in html and "data:image/png;base64" in html
+    assert "<audio" in html and "texts-00006" in html
+
+    again = regenerate_tts_dataset(
+        [str(texts), str(table)], run, voice=voice, speaker_embedding=str(emb),
+        shard_size=3, dnsmos=False, compare_to=run,
+    )  # fmt: skip
+    assert all(s["n_todo"] == 0 for s in again["stages"].values())
+    assert "Comparison" in open(again["report"], encoding="utf-8").read()
+
+    bad = tmp_path / "short.npy"
+    np.save(bad, np.zeros(100, np.float32))
+    with pytest.raises(ValueError, match="expected 512 floats"):
+        regenerate_tts_dataset([str(texts)], run, voice=voice,
+                               speaker_embedding=str(bad), dnsmos=False)  # fmt: skip
+    with pytest.raises(EngineError, match="no trained default SpeechT5 voice"):
+        regenerate_tts_dataset([str(texts)], str(tmp_path / "r2"), dnsmos=False)
+
+
+def _cli(args: list[str], env: dict, **kw):
+    cmd = [sys.executable, "-m", "flows.cli_tts", "synthesize", *args]
+    return cmd, dict(cwd=REPO, env=env, **kw)
+
+
+def test_cli_default_voice_fails_fast_with_the_reason(tmp_path):
+    texts = tmp_path / "t.txt"
+    texts.write_text("Hello.\n")
+    cmd, kw = _cli([str(texts), "--out", str(tmp_path / "run")], dict(os.environ))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
+    assert done.returncode == 2
+    assert "no trained default SpeechT5 voice" in done.stderr
+    assert "--engine piper" in done.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_mid_mels_then_resume(tmp_path):
+    """Kill the real CLI once a mels part exists, rerun, find every utterance
+    exactly once in every stage."""
+    voice = str(make_tiny_voice(tmp_path / "voice", max_speech_positions=400))
+    texts = tmp_path / "texts.txt"
+    n = 40
+    texts.write_text("".join(f"Sentence number {chr(97 + i % 26)} of the test.\n"
+                             for i in range(n)))  # fmt: skip
+    run = tmp_path / "run"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    args = [str(texts), "--out", str(run), "--voice", voice, "--shard-size", "4",
+            "--no-dnsmos", "--json"]  # fmt: skip
+    cmd, kw = _cli(args, env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    deadline = time.time() + 900
+    while not list_parts(run, "mels"):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "no mels part appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    n_before = len(_ids(run, "mels"))
+    assert 0 < n_before <= n
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, **kw)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["stages"]["mels"]["n_todo"] == n - n_before
+    for stage in STAGES:
+        ids = _ids(run, stage)
+        assert len(ids) == len(set(ids)) == n, stage
