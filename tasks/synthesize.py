@@ -15,6 +15,9 @@ that cannot be used becomes a failed row with the reason; nothing else is lost:
   (typographic quotes and dashes, letter case) and otherwise removed and listed
   in `unknown_chars`; the row still succeeds when something is left to say.
 
+The `speaker` column is carried through as metadata: a SpeechT5 voice speaks with
+the x-vector of `--speaker-embedding` (else the voice's own `speaker_embedding.npy`).
+
 For teacher engines the `mels` stage stores the SpeechT5 log-mel of the engine's
 own audio (so the dataset can train our model) and that audio, at 16 kHz, for the
 `audio` stage.
