@@ -5,8 +5,8 @@ window (25 ms) moved by 160 samples (10 ms), power spectrum, a Slaney-style mel
 filterbank (80 or 128 bins), log10 clamped at 1e-10, a dynamic range of 8 (in log10
 units) below the loudest bin of each item, then ``(x + 4) / 4``.
 
-Padding: pad the audio, not the log-mel
----------------------------------------
+Padding: the audio or the log-mel
+---------------------------------
 Whisper always sees 30 s windows (3000 frames). For a clip shorter than 30 s there are
 two ways to get there, and they differ:
 
@@ -21,14 +21,16 @@ two ways to get there, and they differ:
   so the decoded text can change (6 of the 14 dev clips with tiny.en, mostly
   punctuation).
 
-We follow openai-whisper / Hugging Face: ``log_mel_spectrogram(audio,
-padding=N_SAMPLES)`` then ``pad_or_trim(mel, N_FRAMES)`` (or ``pad_or_trim(audio,
-N_SAMPLES)`` then ``log_mel_spectrogram``) gives, for a clip up to 30 s, the Hugging
-Face extractor's features to within float rounding, i.e. the features the model was
-trained on. For long recordings, computing the mel once over ``audio + N_SAMPLES zeros``
-and slicing 3000-frame windows out of it is the openai convention (the ``max - 8``
-floor then spans the recording). Parity tests against faster-whisper feed both sides
-faster-whisper's own features, so that they test the model and decoder only.
+Both are available. Transcription (``TranscribeOptions.feature_padding``) defaults
+to padding the log-mel, faster-whisper's convention: on the 14 dev clips with tiny.en
+(greedy, no timestamps) it gives transcripts identical to faster-whisper's on 13 of
+14 and corpus WER 6.33% (faster-whisper 6.79%), against 8 of 14 and 8.14% when the
+audio is padded. ``log_mel_spectrogram(audio, padding=N_SAMPLES)`` then
+``pad_or_trim(mel, N_FRAMES)`` gives the Hugging Face extractor's features to within
+float rounding (the audio-padding convention); ``log_mel_spectrogram(audio,
+padding=HOP_LENGTH)`` then ``pad_or_trim`` gives faster-whisper's. The sequential
+long-form mode computes one mel over ``audio + N_SAMPLES zeros`` and slices 3000-frame
+windows out of it, the openai convention (the ``max - 8`` floor spans the recording).
 """
 
 from __future__ import annotations

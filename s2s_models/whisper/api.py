@@ -58,6 +58,8 @@ class TranscribeOptions:
     max_gap_s: float = 5.0  # a longer pause starts a new window (silence skipped)
     loop_min_repeats: int = 4  # an n-gram repeated this often back to back ...
     loop_min_words: int = 10  # ... over at least this many words is a loop
+    feature_padding: str = "mel"  # vad mode: "mel" pads the log-mel with zeros to
+    # 30 s (faster-whisper); "audio" pads the audio (openai-whisper, HF)
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable
@@ -68,6 +70,10 @@ class TranscribeOptions:
         if self.longform_mode not in ("vad", "sequential"):
             raise ValueError(
                 f"longform_mode must be vad or sequential: {self.longform_mode!r}"
+            )
+        if self.feature_padding not in ("mel", "audio"):
+            raise ValueError(
+                f"feature_padding must be mel or audio: {self.feature_padding!r}"
             )
         if self.batch_size < 1 or self.beam_size < 1:
             raise ValueError("batch_size and beam_size must be >= 1")

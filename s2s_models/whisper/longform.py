@@ -201,13 +201,34 @@ def assemble(
     )
 
 
-def window_mels(model: Whisper, pieces: list[np.ndarray]) -> torch.Tensor:
-    """Log-mel of audio pieces (each <= 30 s), zero-padded: (n_pieces, n_mels, 3000)."""
-    batch = np.zeros((len(pieces), N_SAMPLES), dtype=np.float32)
-    for i, piece in enumerate(pieces):
-        batch[i, : min(len(piece), N_SAMPLES)] = piece[:N_SAMPLES]
-    mel = log_mel_spectrogram(torch.from_numpy(batch), model.dims.n_mels)
-    return pad_or_trim(mel, N_FRAMES).to(model.device)
+def window_mels(
+    model: Whisper, pieces: list[np.ndarray], padding: str = "mel"
+) -> torch.Tensor:
+    """Log-mel of audio pieces (each <= 30 s) as 30 s windows: (n, n_mels, 3000).
+
+    padding="mel" (default): the mel of each piece (plus one hop of zeros) padded
+    with zero columns, as faster-whisper does: token parity with it. "audio": the
+    piece zero-padded to 30 s first, as openai-whisper and Hugging Face do. See the
+    notes at the top of s2s_models/audio.py.
+    """
+    if padding == "audio":
+        batch = np.zeros((len(pieces), N_SAMPLES), dtype=np.float32)
+        for i, piece in enumerate(pieces):
+            batch[i, : min(len(piece), N_SAMPLES)] = piece[:N_SAMPLES]
+        mel = log_mel_spectrogram(torch.from_numpy(batch), model.dims.n_mels)
+        return pad_or_trim(mel, N_FRAMES).to(model.device)
+    mels = [
+        pad_or_trim(
+            log_mel_spectrogram(
+                torch.from_numpy(np.ascontiguousarray(piece[:N_SAMPLES])),
+                model.dims.n_mels,
+                padding=HOP_LENGTH,
+            ),
+            N_FRAMES,
+        )
+        for piece in pieces
+    ]
+    return torch.stack(mels).to(model.device)
 
 
 def _samples(audio: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
@@ -297,7 +318,11 @@ def transcribe_vad_batched(
         batch = windows[first : first + options.batch_size]
         pieces = [_samples(audios[w.item], w.start_s, w.end_s) for w in batch]
         results = _decode(
-            model, tokenizer, window_mels(model, pieces), options, decoding
+            model,
+            tokenizer,
+            window_mels(model, pieces, options.feature_padding),
+            options,
+            decoding,
         )
         for window, result in zip(batch, results, strict=True):
             per_item[window.item].append((window, result))

@@ -76,14 +76,16 @@ def test_sigkill_mid_transcription_then_resume(tmp_path):
     env.pop("PREFECT_API_URL", None)
     cmd = [sys.executable, "-m", "flows.cli", "transcribe", str(corpus), "--out",
            str(run), "--asr-shard-size", "2", "--json"]  # fmt: skip
+    # Its own process group, so the kill takes the run's Prefect API server down
+    # with it, as when a machine or a job scheduler kills the whole job.
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)  # fmt: skip
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
     deadline = time.time() + 600
     while len(list_parts(run, "transcripts")) < 2:
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
         assert time.time() < deadline, "no transcript parts appeared"
         time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     n_before = len(_ids(run, "transcripts"))
     assert 0 < n_before < 24
