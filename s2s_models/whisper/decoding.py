@@ -38,6 +38,7 @@ class DecodingOptions:
     suppress_blank: bool = True  # forbid a blank or end-of-text as the first token
     without_timestamps: bool = True  # True: text only; False: timestamp tokens
     max_initial_timestamp: float | None = 1.0  # seconds; first timestamp's upper bound
+    seed: int = 0  # sampling noise; a window's samples never depend on its batch mates
 
     def verify(self) -> None:
         """Raise ValueError on inconsistent options."""
@@ -284,6 +285,20 @@ def _rank_score(tokens: list[int], sum_logprob: float, length_penalty: float | N
     return sum_logprob / penalty
 
 
+def _gumbel_sample(scaled: Tensor, candidates: list[int], step: int, seed: int):
+    """One token per row by the Gumbel-max trick: argmax(logits / T + Gumbel noise).
+
+    The noise depends only on (seed, step, the row's candidate number within its
+    window), never on the other rows of the batch, so a file decodes the same
+    whatever it is batched with; distinct candidates (best_of) get distinct noise.
+    """
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    uniform = torch.rand((max(candidates) + 1, scaled.shape[-1]), generator=gen)
+    gumbel = -torch.log(-torch.log(uniform.clamp_(1e-10, 1.0 - 1e-7)))
+    noise = gumbel.to(scaled.device)[torch.tensor(candidates, device=scaled.device)]
+    return (scaled.float() + noise).argmax(dim=-1)  # (rows,)
+
+
 def _sample_loop(
     model: Whisper,
     rules: LogitRules,
@@ -291,12 +306,15 @@ def _sample_loop(
     temperature: float,
     max_new: int,
     eot: int,
+    n_group: int = 1,
+    seed: int = 0,
 ) -> list[tuple[list[int], float]]:
     """Greedy (temperature 0) or sampled decoding; finished rows leave the batch.
 
     ``state`` is (tokens (rows, T), audio features (rows, n_ctx, D), cache,
-    next-token logits (rows, n_vocab)). Returns (new tokens without eot, sum of
-    log-probs including eot's) per row.
+    next-token logits (rows, n_vocab)); rows come in groups of ``n_group``
+    candidates per window. Returns (new tokens without eot, sum of log-probs
+    including eot's) per row.
     """
     seqs, features, cache, logits = state
     n_rows = seqs.shape[0]
@@ -309,8 +327,8 @@ def _sample_loop(
         if temperature == 0:
             chosen = logits.argmax(dim=-1)
         else:
-            dist = torch.distributions.Categorical(logits=logits / temperature)
-            chosen = dist.sample()
+            candidates = [row % n_group for row in active]
+            chosen = _gumbel_sample(logits / temperature, candidates, step, seed)
         chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
         chosen_list = chosen.tolist()
         for row, (token, lp) in enumerate(zip(chosen_list, chosen_lp, strict=True)):
@@ -515,7 +533,9 @@ def _sample_group(model, rules, state, options, max_new, eot):
         )
         cache.reorder(spread)
         state = (tokens[spread], features[spread], cache, logits[spread])
-    candidates = _sample_loop(model, rules, state, options.temperature, max_new, eot)
+    candidates = _sample_loop(
+        model, rules, state, options.temperature, max_new, eot, n_group, options.seed
+    )
     best = []
     for window in range(n_windows):
         group = candidates[window * n_group : (window + 1) * n_group]
