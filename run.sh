@@ -28,7 +28,7 @@ setup() {
     local constraints
     constraints=$(mktemp)
     "$py" -c "import torch; print('torch==' + torch.__version__)" >"$constraints"
-    "$py" -m pip install -q -c "$constraints" -e ".[base,tts,dask,parity,test]"
+    "$py" -m pip install -q -c "$constraints" -e ".[base,tts,teacher,dask,parity,test]"
     rm -f "$constraints"
 }
 
