@@ -126,7 +126,7 @@ def ct2_model_dir() -> str:
 def make_s2s(
     batch_size: int,
     mode: str = "vad",
-    timestamps: bool = False,
+    timestamps: bool = True,
     dtype: torch.dtype = torch.float32,
 ):
     from s2s_models import TranscribeOptions, load_asr
@@ -268,10 +268,10 @@ SYSTEMS: dict[str, Callable[[], Transcriber]] = {
     "s2s b1": lambda: make_s2s(1),
     "s2s b8": lambda: make_s2s(8),
     "s2s b16": lambda: make_s2s(16),
-    "s2s b8 ts": lambda: make_s2s(8, timestamps=True),
+    "s2s b8 nots": lambda: make_s2s(8, timestamps=False),
     "s2s b8 bf16": lambda: make_s2s(8, dtype=torch.bfloat16),
     "s2s b16 bf16": lambda: make_s2s(16, dtype=torch.bfloat16),
-    "s2s seq ts": lambda: make_s2s(1, mode="sequential", timestamps=True),
+    "s2s seq": lambda: make_s2s(1, mode="sequential"),
     "fw int8 seq": lambda: make_fw("int8", batched=False, timestamps=False),
     "fw int8 seq ts": lambda: make_fw("int8", batched=False, timestamps=True),
     "fw fp32 seq ts": lambda: make_fw("float32", batched=False, timestamps=True),

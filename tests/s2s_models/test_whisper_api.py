@@ -99,7 +99,8 @@ def test_batch_keeps_input_order_and_reports_progress(asr, clips):
         clips["jfk"].astype(np.float64),  # other float dtypes are accepted
     ]
     seen: list[float] = []
-    results = asr.transcribe(audios, TranscribeOptions(batch_size=8), seen.append)
+    options = TranscribeOptions(batch_size=8, without_timestamps=True)
+    results = asr.transcribe(audios, options, seen.append)
     assert [r.text for r in results][0] == "" and results[2].text == ""
     assert "ask not what your country can do for you" in results[1].text.lower()
     assert results[4].text == results[1].text
@@ -118,8 +119,7 @@ def test_batch_keeps_input_order_and_reports_progress(asr, clips):
 
 @pytest.mark.slow
 def test_timestamps_give_finer_segments(asr, clips):
-    options = TranscribeOptions(without_timestamps=False)
-    [result] = asr.transcribe([clips["jfk"]], options)
+    [result] = asr.transcribe([clips["jfk"]])  # timestamps are on by default
     assert len(result.segments) >= 2
     assert result.segments[0].start_s < 1.0
     assert result.segments[-1].end_s <= len(clips["jfk"]) / SR + 1e-6
