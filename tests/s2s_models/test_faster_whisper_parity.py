@@ -41,7 +41,7 @@ def test_sample_speech_text_identical_to_faster_whisper():
         )  # fmt: skip
         expected.append("".join(s.text for s in segments).strip())
     ours = load_asr("tiny.en", device="cpu").transcribe(
-        audios, TranscribeOptions(temperatures=(0.0,))
+        audios, TranscribeOptions(temperatures=(0.0,), without_timestamps=True)
     )
     same = [a.text.strip() == b for a, b in zip(ours, expected, strict=True)]
     assert sum(same) >= len(paths) - 1, list(zip([o.text for o in ours], expected))
