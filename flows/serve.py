@@ -40,8 +40,7 @@ def served_deployments(prefect_yaml: Path, only: list[str] | None = None) -> lis
                 name=spec["name"],
                 description=spec.get("description"),
                 parameters=spec.get("parameters") or {},
-                cron=crons[0] if len(crons) == 1 else None,
-                crons=crons if len(crons) > 1 else None,
+                cron=crons or None,
             )
         )
     if only and len(out) != len(only):
