@@ -19,7 +19,7 @@ from prefect.cache_policies import NONE
 
 from s2s_models.audio import N_FFT, SAMPLE_RATE, log_mel_spectrogram
 from tasks.ingest import decode_flac
-from tasks.schemas import FEATURES
+from tasks.schemas import FEATURES, float16_matrix_column
 from tasks.stage import fingerprint, write_part
 
 SILENCE_DBFS = -60.0
@@ -114,24 +114,6 @@ def compute_features(
     return rows
 
 
-def _mel_column(mels: list[np.ndarray | None]) -> pa.Array:
-    """Build list<list<float16>> from (n_mels, n_frames) arrays without Python loops."""
-    outer, inner, values = [0], [0], []
-    for mel in mels:
-        if mel is None:
-            outer.append(outer[-1])
-            continue
-        n_mels, n_frames = mel.shape
-        base = inner[-1]
-        inner.extend(base + n_frames * (i + 1) for i in range(n_mels))
-        outer.append(outer[-1] + n_mels)
-        values.append(mel.reshape(-1))
-    flat = pa.array(np.concatenate(values) if values else np.zeros(0, np.float16))
-    rows = pa.ListArray.from_arrays(pa.array(inner, pa.int32()), flat)
-    mask = pa.array([m is None for m in mels])
-    return pa.ListArray.from_arrays(pa.array(outer, pa.int32()), rows, mask=mask)
-
-
 @task(name="features-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def features_shard(
     run_dir: str, part_index: int, ingest_part: str, utt_ids: list[str], options: dict
@@ -151,7 +133,7 @@ def features_shard(
     out = pa.Table.from_pylist(
         rows, schema=FEATURES.remove(FEATURES.get_field_index("log_mel"))
     )
-    out = out.append_column(FEATURES.field("log_mel"), _mel_column(mels))
+    out = out.append_column(FEATURES.field("log_mel"), float16_matrix_column(mels))
     return str(write_part(run_dir, "features", part_index, out))
 
 

@@ -246,5 +246,26 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 
+def float16_matrix_column(mats: list) -> pa.Array:
+    """list<list<float16>> from 2-D numpy arrays (outer list over axis 0), None kept
+    as null; built from offsets, without a Python loop over values."""
+    import numpy as np
+
+    outer, inner, values = [0], [0], []
+    for mat in mats:
+        if mat is None:
+            outer.append(outer[-1])
+            continue
+        n_rows, n_cols = mat.shape
+        base = inner[-1]
+        inner.extend(base + n_cols * (k + 1) for k in range(n_rows))
+        outer.append(outer[-1] + n_rows)
+        values.append(np.ascontiguousarray(mat, dtype=np.float16).reshape(-1))
+    flat = pa.array(np.concatenate(values) if values else np.zeros(0, np.float16))
+    rows = pa.ListArray.from_arrays(pa.array(inner, pa.int32()), flat)
+    mask = pa.array([m is None for m in mats])
+    return pa.ListArray.from_arrays(pa.array(outer, pa.int32()), rows, mask=mask)
+
+
 def schema_version(schema: pa.Schema) -> int:
     return int((schema.metadata or {}).get(SCHEMA_VERSION_KEY, b"0"))

@@ -202,12 +202,14 @@ def compact_stage(
 ) -> int:
     """Drop rows whose (utt_id, key) is not in `wanted`, and duplicates.
 
-    Each affected part is rewritten in place atomically (a part left empty is
-    deleted). Returns the number of rows removed.
+    Parts are visited newest first, so of two rows with the same key (a failed row
+    and its redo with --retry-failed) the newer one is kept. Each affected part is
+    rewritten in place atomically (a part left empty is deleted). Returns the
+    number of rows removed.
     """
     removed = 0
     seen: set[str] = set()
-    for path in list_parts(run_dir, stage):
+    for path in reversed(list_parts(run_dir, stage)):
         table = pq.read_table(path)
         ids = table.column("utt_id").to_pylist()
         keys = table.column(key_column).to_pylist()

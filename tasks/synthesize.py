@@ -46,7 +46,7 @@ from s2s_models.speecht5 import GenerationOptions, generate_speech
 from s2s_models.speecht5.tokenizer import normalize_text
 from s2s_models.vocoders import speecht5_log_mel
 from tasks.ingest import encode_flac
-from tasks.schemas import MELS, TTS_REQUESTS
+from tasks.schemas import MELS, TTS_REQUESTS, float16_matrix_column
 from tasks.stage import fingerprint, write_part
 from tasks.tts_engines import load_speecht5_voice, load_teacher, speaker_tensor
 
@@ -390,24 +390,6 @@ def _mel_failed(row, error: str) -> dict:
     return {**row, "log_mel": None, "status": "failed", "error": error}
 
 
-def mel_column(mels: list[np.ndarray | None]) -> pa.Array:
-    """list<list<float16>> from 2-D arrays (outer list over axis 0), nulls kept."""
-    outer, inner, values = [0], [0], []
-    for mel in mels:
-        if mel is None:
-            outer.append(outer[-1])
-            continue
-        n_rows, n_cols = mel.shape
-        base = inner[-1]
-        inner.extend(base + n_cols * (k + 1) for k in range(n_rows))
-        outer.append(outer[-1] + n_rows)
-        values.append(np.ascontiguousarray(mel, dtype=np.float16).reshape(-1))
-    flat = pa.array(np.concatenate(values) if values else np.zeros(0, np.float16))
-    rows = pa.ListArray.from_arrays(pa.array(inner, pa.int32()), flat)
-    mask = pa.array([m is None for m in mels])
-    return pa.ListArray.from_arrays(pa.array(outer, pa.int32()), rows, mask=mask)
-
-
 def read_mel(column: pa.ListArray, i: int) -> np.ndarray:
     """Row `i` of a list<list<float16>> column as a (n_frames, n_mels) float32."""
     rows = column[i].values  # one list per frame
@@ -439,5 +421,5 @@ def mels_shard(
     mels = [r.pop("log_mel") for r in out_rows]
     schema = MELS.remove(MELS.get_field_index("log_mel"))
     table = pa.Table.from_pylist(out_rows, schema=schema)
-    table = table.append_column(MELS.field("log_mel"), mel_column(mels))
+    table = table.append_column(MELS.field("log_mel"), float16_matrix_column(mels))
     return str(write_part(run_dir, "mels", part_index, table))

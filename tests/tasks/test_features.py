@@ -8,7 +8,8 @@ import soundfile as sf
 import torch
 
 from s2s_models.audio import log_mel_spectrogram
-from tasks.features import FeatureOptions, _mel_column, compute_features, signal_stats
+from tasks.features import FeatureOptions, compute_features, signal_stats
+from tasks.schemas import float16_matrix_column
 from tests.conftest import SAMPLES
 
 
@@ -30,7 +31,7 @@ def test_mel_column_roundtrip():
         None,
         np.ones((2, 1), np.float16),
     ]
-    col = _mel_column(mels)
+    col = float16_matrix_column(mels)
     assert col.type == pa.list_(pa.list_(pa.float16()))
     assert col.to_pylist() == [[[0, 1, 2], [3, 4, 5]], None, [[1], [1]]]
 

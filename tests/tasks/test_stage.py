@@ -83,6 +83,14 @@ def test_compaction_keeps_each_wanted_row_once(tmp_path):
     assert got == wanted
 
 
+def test_compaction_keeps_the_newest_of_two_rows_with_one_key(tmp_path):
+    write_part(tmp_path, "ingest", 0, _rows(["a", "b"], status="failed"))
+    write_part(tmp_path, "ingest", 1, _rows(["a"], status="ok"))  # a retried
+    assert compact_stage(tmp_path, "ingest", {"a": "k-a", "b": "k-b"}) == 1
+    table = read_stage(tmp_path, "ingest").to_pandas().set_index("utt_id")
+    assert table.loc["a", "status"] == "ok" and table.loc["b", "status"] == "failed"
+
+
 def test_plan_downstream_skips_done_and_failed_rows(tmp_path):
     write_part(tmp_path, "ingest", 0, _rows(["a", "b", "c"]))
     write_part(tmp_path, "ingest", 1, _rows(["d"], status="failed"))

@@ -11,13 +11,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from tasks.schemas import float16_matrix_column
 from tasks.synthesize import (
     SynthesisOptions,
     TextItem,
     TextOptions,
     compute_mels_speecht5,
     compute_tts_requests,
-    mel_column,
     read_mel,
     read_texts,
     split_sentences,
@@ -132,7 +132,7 @@ def test_mels_speecht5_batching_and_step_limits(voice_dir):
 
 def test_mel_column_roundtrip():
     mels = [np.arange(12, dtype=np.float32).reshape(3, 4), None, np.ones((2, 4))]
-    col = mel_column(mels)
+    col = float16_matrix_column(mels)
     assert col.type == pa.list_(pa.list_(pa.float16()))
     assert col[1].is_valid is False
     np.testing.assert_array_equal(read_mel(col, 0), mels[0])
