@@ -8,6 +8,7 @@ runs one worker poll, and checks the flow run completed with its Parquet outputs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,9 +48,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise TimeoutError("prefect server did not become healthy")
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect-server-home")
+@contextlib.contextmanager
+def _server(home: Path):
+    """A real Prefect server on a free loopback port with its own PREFECT_HOME;
+    yields the environment that points clients at it."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
     env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -70,6 +72,12 @@ def prefect_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    with _server(tmp_path_factory.mktemp("prefect-server-home")) as env:
+        yield env
 
 
 def _prefect(env, *args, timeout=300) -> str:
@@ -117,9 +125,15 @@ def test_deploy_trigger_and_complete(prefect_server, tmp_path):
     assert (run_dir / "report.html").exists()
 
 
-def test_s2s_serve_registers_the_scheduled_deployments(prefect_server, tmp_path):
+def test_s2s_serve_registers_the_scheduled_deployments(tmp_path):
     """`s2s serve` registers every prefect.yaml deployment with its cron schedule
-    and keeps serving until stopped."""
+    and keeps serving until stopped (on a server of its own, where nothing was
+    deployed to a work pool before)."""
+    with _server(tmp_path) as env:
+        _serve_and_check(env)
+
+
+def _serve_and_check(prefect_server: dict) -> None:
     s2s = str(Path(sys.executable).with_name("s2s"))
     proc = subprocess.Popen(
         [s2s, "serve"], cwd=REPO, env=prefect_server,
