@@ -44,7 +44,7 @@ case "${1:-demo}" in
     test)
         setup
         shift || true
-        PREFECT_HOME=$(mktemp -d) "$VENV/bin/python" -m pytest -q "$@"
+        PREFECT_HOME=$(mktemp -d) "$VENV/bin/python" -m pytest -q --durations=15 "$@"
         ;;
     *) echo "usage: $0 demo|test|setup" >&2; exit 2 ;;
 esac
