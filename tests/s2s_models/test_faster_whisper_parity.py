@@ -44,4 +44,6 @@ def test_sample_speech_text_identical_to_faster_whisper():
         audios, TranscribeOptions(temperatures=(0.0,), without_timestamps=True)
     )
     same = [a.text.strip() == b for a, b in zip(ours, expected, strict=True)]
-    assert sum(same) >= len(paths) - 1, list(zip([o.text for o in ours], expected, strict=True))
+    assert sum(same) >= len(paths) - 1, list(
+        zip([o.text for o in ours], expected, strict=True)
+    )
