@@ -12,13 +12,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from prefect import task
 from prefect.cache_policies import NONE
 
 from s2s_models.audio import N_FFT, SAMPLE_RATE, log_mel_spectrogram
-from tasks.ingest import decode_flac
+from tasks.ingest import read_ingest_audio
 from tasks.schemas import FEATURES, float16_matrix_column
 from tasks.stage import fingerprint, write_part
 
@@ -120,14 +119,10 @@ def features_shard(
 ) -> str:
     """Compute features for `utt_ids` of one ingest part; write one features part."""
     opts = FeatureOptions(**options)
-    wanted = set(utt_ids)
-    table = pq.read_table(ingest_part, columns=["utt_id", "input_key", "audio"])
-    ids, keys, audios = [], [], []
-    for row in table.to_pylist():
-        if row["utt_id"] in wanted:
-            ids.append(row["utt_id"])
-            keys.append(feature_key(row["input_key"], opts))
-            audios.append(decode_flac(row["audio"]["bytes"])[0])
+    found = read_ingest_audio(ingest_part, utt_ids)
+    ids = [utt_id for utt_id, _, _ in found]
+    keys = [feature_key(key, opts) for _, key, _ in found]
+    audios = [audio for _, _, audio in found]
     rows = compute_features(ids, keys, audios, opts)
     mels = [r.pop("log_mel") for r in rows]
     out = pa.Table.from_pylist(

@@ -313,6 +313,22 @@ def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
+def read_ingest_audio(
+    ingest_part: str, utt_ids: list[str]
+) -> list[tuple[str, str, np.ndarray]]:
+    """(utt_id, input_key, float32 16 kHz audio) of the given rows of an ingest
+    part, in part order: what every downstream stage task starts from."""
+    import pyarrow.parquet as pq
+
+    wanted = set(utt_ids)
+    table = pq.read_table(ingest_part, columns=["utt_id", "input_key", "audio"])
+    return [
+        (row["utt_id"], row["input_key"], decode_flac(row["audio"]["bytes"])[0])
+        for row in table.to_pylist()
+        if row["utt_id"] in wanted
+    ]
+
+
 def _failed_row(item: SourceItem, req_key: str, error: str, **known) -> dict:
     return {
         "utt_id": item.utt_id,

@@ -27,6 +27,7 @@ Rules that make a stage restartable:
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -66,6 +67,17 @@ def fingerprint(*parts: object) -> str:
     """Stable short hash of JSON-serialisable values (settings, upstream keys)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:32]
+
+
+@functools.lru_cache(maxsize=32)
+def file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    """sha256 of a local file; `size` and `mtime_ns` are part of the cache key, so
+    a file changed on disk is hashed again."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def list_parts(run_dir: str | Path, stage: str) -> list[Path]:

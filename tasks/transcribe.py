@@ -10,37 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from prefect import task
 from prefect.cache_policies import NONE
 
 from s2s_models import TranscribeOptions, load_asr
 from s2s_models.whisper.checkpoints import resolve_checkpoint
-from tasks.ingest import decode_flac
+from tasks.ingest import read_ingest_audio
 from tasks.schemas import TRANSCRIPTS
-from tasks.stage import fingerprint, write_part
+from tasks.stage import file_sha256, fingerprint, write_part
 
 
 @functools.lru_cache(maxsize=2)
 def get_asr(model: str, device: str):
     """The ASR model for this process, loaded on first use."""
     return load_asr(model, device=device)
-
-
-@functools.lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_fingerprint(model: str) -> str:
@@ -52,7 +41,7 @@ def model_fingerprint(model: str) -> str:
     hashes = []
     for path in files:
         st = path.stat()
-        hashes.append((path.name, _file_sha256(str(path), st.st_size, st.st_mtime_ns)))
+        hashes.append((path.name, file_sha256(str(path), st.st_size, st.st_mtime_ns)))
     return fingerprint(hashes)
 
 
@@ -157,14 +146,10 @@ def transcribe_shard(
     """Transcribe `utt_ids` of one ingest part; write one transcripts part."""
     options = transcribe_options(settings)
     asr = get_asr(model, device)
-    wanted = set(utt_ids)
-    table = pq.read_table(ingest_part, columns=["utt_id", "input_key", "audio"])
-    ids, keys, audios = [], [], []
-    for row in table.to_pylist():
-        if row["utt_id"] in wanted:
-            ids.append(row["utt_id"])
-            keys.append(transcript_key(row["input_key"], model_fp, options))
-            audios.append(decode_flac(row["audio"]["bytes"])[0])
+    found = read_ingest_audio(ingest_part, utt_ids)
+    ids = [utt_id for utt_id, _, _ in found]
+    keys = [transcript_key(key, model_fp, options) for _, key, _ in found]
+    audios = [audio for _, _, audio in found]
     meta = {
         "model": model,
         "model_fingerprint": model_fp,

@@ -23,7 +23,6 @@ Teachers return float32 audio at their own rate; the stages resample to 16 kHz.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import shutil
 import subprocess
@@ -38,7 +37,7 @@ import torch
 import s2s_models
 from s2s_models.speecht5 import SpeechT5TTS, load_speecht5
 from s2s_models.speecht5.tokenizer import VOCAB_FILE, SpeechT5Tokenizer
-from tasks.stage import fingerprint
+from tasks.stage import file_sha256, fingerprint
 
 ENGINES = ("speecht5", "piper", "espeak")
 TEACHERS = ("piper", "espeak")
@@ -52,19 +51,10 @@ class EngineError(RuntimeError):
     """An engine or voice cannot be used (missing package, program or files)."""
 
 
-@functools.lru_cache(maxsize=16)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_fingerprint(path: str | Path) -> str:
     """Content hash of a file (cached by path, size and mtime)."""
     st = os.stat(path)
-    return _file_sha256(str(path), st.st_size, st.st_mtime_ns)
+    return file_sha256(str(path), st.st_size, st.st_mtime_ns)
 
 
 # ---------------------------------------------------------------- speaker embedding
