@@ -96,8 +96,70 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
     return 1 if any(s["failed_shards"] for s in summary["stages"].values()) else 0
 
 
+def cmd_train_tts(args: argparse.Namespace) -> int:
+    from tasks.train_tts_data import _dataset_parts
+
+    try:
+        _dataset_parts(args.dataset)
+        from flows.train_tts import read_heldout
+
+        read_heldout(args.heldout)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"s2s train-tts: error: {exc}", file=sys.stderr)
+        return 2
+    from flows.train_tts import train_tts
+
+    config = {"seed": args.seed, "bf16": not args.no_bf16}
+    if args.frames_per_batch:
+        config["frames_per_batch"] = args.frames_per_batch
+    summary = train_tts(
+        dataset=args.dataset, ckpt_dir=args.out, heldout_file=args.heldout,
+        max_steps=args.max_steps, max_minutes=args.max_minutes,
+        eval_every=args.eval_every, eval_sentences=args.eval_sentences,
+        asr_models=tuple(args.asr_model or ["tiny.en"]), device=args.device,
+        config=config,
+    )  # fmt: skip
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def register_train(subparsers) -> None:
+    """Add `train-tts` to the `s2s` subcommands."""
+    from flows.train_tts import DEFAULT_HELDOUT
+
+    p = subparsers.add_parser(
+        "train-tts",
+        help="train (or resume) a SpeechT5-architecture voice on a TTS dataset",
+        description="DATASET: the RUN_DIR of `s2s synthesize` (text + audio, e.g. "
+        "--engine piper). Writes CKPT_DIR/latest (resumable), CKPT_DIR/best (lowest "
+        "held-out WER; usable as `s2s synthesize --voice CKPT_DIR/best`), "
+        "eval.jsonl, log.jsonl and wer_curve.png. Rerun the same command to resume.",
+    )
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("--out", required=True, metavar="CKPT_DIR")
+    p.add_argument("--heldout", default=str(DEFAULT_HELDOUT),
+                   help="held-out sentences, one per line, never trained on "
+                   "(default: samples/tts/corpus/heldout.txt)")  # fmt: skip
+    p.add_argument("--max-steps", type=int, default=20_000)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop (with a checkpoint) after this wall time")  # fmt: skip
+    p.add_argument("--eval-every", type=int, default=1000, help="steps between evals")
+    p.add_argument("--eval-sentences", type=int, default=20,
+                   help="held-out sentences synthesized per evaluation")  # fmt: skip
+    p.add_argument("--asr-model", action="append", default=None,
+                   help="evaluation judge (default tiny.en; repeatable)")  # fmt: skip
+    p.add_argument("--frames-per-batch", type=int, default=None,
+                   help="padded mel frames per batch (default 6000)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-bf16", action="store_true", help="train in float32")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
+    p.set_defaults(func=cmd_train_tts)
+
+
 def register(subparsers) -> None:
-    """Add `synthesize` to the `s2s` subcommands."""
+    """Add `synthesize` and `train-tts` to the `s2s` subcommands."""
+    register_train(subparsers)
     p = subparsers.add_parser(
         "synthesize",
         help="synthesize texts into a TTS dataset, evaluate it, write a report",

@@ -36,6 +36,7 @@ import torch
 
 import s2s_models
 from s2s_models.speecht5 import SpeechT5TTS, load_speecht5
+from s2s_models.speecht5.phonemes import SYMBOLS_FILE, PhonemeTokenizer
 from s2s_models.speecht5.tokenizer import VOCAB_FILE, SpeechT5Tokenizer
 from tasks.stage import file_sha256, fingerprint
 
@@ -89,7 +90,7 @@ class SpeechT5Voice:
     name: str  # what was asked for ("default" or a path)
     path: Path
     model: SpeechT5TTS
-    tokenizer: SpeechT5Tokenizer
+    tokenizer: SpeechT5Tokenizer | PhonemeTokenizer
     speaker: np.ndarray | None  # (512,) from the voice folder, if it has one
     fingerprint: str  # hash of the weights, tokenizer and speaker files
 
@@ -108,8 +109,10 @@ def resolve_voice_dir(voice: str) -> Path:
     path = Path(voice)
     if not (path / "config.json").exists():
         raise EngineError(f"--voice {voice}: no config.json (not a SpeechT5 voice)")
-    if not (path / VOCAB_FILE).exists():
-        raise EngineError(f"--voice {voice}: no {VOCAB_FILE} (the tokenizer)")
+    if not (path / VOCAB_FILE).exists() and not (path / SYMBOLS_FILE).exists():
+        raise EngineError(
+            f"--voice {voice}: no tokenizer ({VOCAB_FILE} or {SYMBOLS_FILE})"
+        )
     return path
 
 
@@ -125,7 +128,7 @@ def load_speecht5_voice(voice: str) -> SpeechT5Voice:
     """Load (once per process) a SpeechT5 voice folder."""
     root = resolve_voice_dir(voice)
     model = load_speecht5(root)
-    tokenizer = SpeechT5Tokenizer.from_pretrained(root)
+    tokenizer = voice_tokenizer(root)
     speaker = None
     if (root / SPEAKER_FILE).exists():
         speaker = read_speaker_embedding(root / SPEAKER_FILE)
@@ -135,9 +138,17 @@ def load_speecht5_voice(voice: str) -> SpeechT5Voice:
 
 
 @functools.lru_cache(maxsize=2)
-def load_tokenizer(voice: str) -> SpeechT5Tokenizer:
+def load_tokenizer(voice: str) -> SpeechT5Tokenizer | PhonemeTokenizer:
     """Only the tokenizer of a voice (the requests stage needs no model)."""
-    return SpeechT5Tokenizer.from_pretrained(resolve_voice_dir(voice))
+    return voice_tokenizer(resolve_voice_dir(voice))
+
+
+def voice_tokenizer(root: Path) -> SpeechT5Tokenizer | PhonemeTokenizer:
+    """Our own voices read phonemes (phonemes.json); published SpeechT5 checkpoints
+    read characters (spm_char.model)."""
+    if (root / SYMBOLS_FILE).exists():
+        return PhonemeTokenizer.from_pretrained(root)
+    return SpeechT5Tokenizer.from_pretrained(root)
 
 
 # ---------------------------------------------------------------- teachers

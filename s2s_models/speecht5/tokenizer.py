@@ -94,6 +94,17 @@ class EncodedBatch(NamedTuple):
     unknown_chars: list[list[str]]  # per text
 
 
+def pad_batch(encoded: Sequence[EncodedText], pad_id: int) -> EncodedBatch:
+    """Right-pad encoded texts into (batch, n_text) ids and attention mask."""
+    n_text = max(len(e.ids) for e in encoded)
+    input_ids = torch.full((len(encoded), n_text), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(len(encoded), n_text, dtype=torch.long)
+    for i, e in enumerate(encoded):
+        input_ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        attention_mask[i, : len(e.ids)] = 1
+    return EncodedBatch(input_ids, attention_mask, [e.unknown_chars for e in encoded])
+
+
 class SpeechT5Tokenizer:
     """Character tokenizer over a SentencePiece model (needs ``sentencepiece``)."""
 
@@ -127,16 +138,7 @@ class SpeechT5Tokenizer:
 
     def encode_batch(self, texts: Sequence[str]) -> EncodedBatch:
         """Encode and right-pad a batch of texts."""
-        encoded = [self.encode(t) for t in texts]
-        n_text = max(len(e.ids) for e in encoded)
-        input_ids = torch.full((len(texts), n_text), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros(len(texts), n_text, dtype=torch.long)
-        for i, e in enumerate(encoded):
-            input_ids[i, : len(e.ids)] = torch.tensor(e.ids)
-            attention_mask[i, : len(e.ids)] = 1
-        return EncodedBatch(
-            input_ids, attention_mask, [e.unknown_chars for e in encoded]
-        )
+        return pad_batch([self.encode(t) for t in texts], self.pad_id)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids back to text; special tokens are dropped."""

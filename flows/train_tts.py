@@ -1,0 +1,180 @@
+"""Flow `train-tts`: teach our SpeechT5-architecture model a voice from a TTS dataset.
+
+CLI: `s2s train-tts DATASET --out CKPT_DIR`. DATASET is the RUN_DIR of an
+`s2s synthesize` run (text + 16 kHz audio, normally a teacher engine's). The flow
+alternates training segments and held-out evaluations, each a Prefect task:
+
+    prepare-training-data -> (train-segment -> evaluate-checkpoint) x N
+
+Every segment ends with a complete checkpoint in CKPT_DIR/latest, so a killed run
+continues where it stopped when the same command is run again. Every evaluation
+synthesizes held-out sentences, vocodes them with Griffin-Lim and transcribes them
+with our Whisper; the WER curve goes to CKPT_DIR/eval.jsonl, CKPT_DIR/wer_curve.png
+and a Prefect artifact, and the voice with the lowest WER is kept in CKPT_DIR/best.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+
+from tasks.stage import RunLock
+from tasks.train_tts import TrainConfig, Trainer, evaluate_voice
+from tasks.train_tts_data import load_training_set
+from tasks.train_tts_report import plot_curves
+
+DEFAULT_HELDOUT = (
+    Path(__file__).resolve().parent.parent / "samples/tts/corpus/heldout.txt"
+)
+
+
+def read_heldout(path: str | Path) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    texts = [line.strip() for line in lines if line.strip()]
+    if not texts:
+        raise ValueError(f"{path}: no held-out sentences")
+    return texts
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@task(name="prepare-training-data", cache_policy=NONE)
+def prepare_training_data(trainer: Trainer, dataset: str, heldout: list[str]):
+    t0 = time.perf_counter()
+    data, counts = load_training_set(
+        dataset, trainer.tokenizer, heldout, trainer.dir, trainer.config.max_seconds
+    )
+    _say(
+        f"training data: {len(data)} utterances, {data.seconds / 3600:.2f} h of "
+        f"audio ({counts}; {time.perf_counter() - t0:.0f} s)"
+    )
+    return data, counts
+
+
+@task(name="train-segment", cache_policy=NONE)
+def train_segment(trainer: Trainer, data, n_steps: int, deadline: float | None) -> dict:
+    def progress(r: dict) -> None:
+        _say(
+            f"step {r['step']:>6} | loss {r['loss']:.3f} (l1 {r['l1_before']:.3f}/"
+            f"{r['l1_after']:.3f} stop {r['stop_bce']:.3f} attn "
+            f"{r['guided_attention']:.4f}) | {r['steps_per_s']:.2f} steps/s"
+        )
+
+    records = trainer.train_steps(data, n_steps, deadline, progress=progress)
+    trainer.save("latest")
+    return records[-1] if records else {}
+
+
+@task(name="evaluate-checkpoint", cache_policy=NONE)
+def evaluate_checkpoint(
+    trainer: Trainer, heldout: list[str], asr_models: tuple[str, ...], device: str
+) -> dict:
+    result = evaluate_voice(
+        trainer.model, trainer.tokenizer, heldout, asr_models, device
+    )
+    first = asr_models[0]
+    record = {
+        "step": trainer.state.step,
+        "train_minutes": round(trainer.state.train_seconds / 60, 2),
+        "n": result["n"],
+        "stop_failures": result["stop_failures"],
+        "synth_rtfx": round(result["synth_rtfx"], 2),
+        **{f"{m}_wer": result[m]["wer"] for m in asr_models},
+        **{f"{m}_cer": result[m]["cer"] for m in asr_models},
+    }
+    with (trainer.dir / "eval.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    (trainer.dir / "eval_latest_items.json").write_text(
+        json.dumps(result[f"{first}_items"], indent=1)
+    )
+    state = trainer.state
+    wer = result[first]["wer"]
+    if state.best_wer is None or wer < state.best_wer:
+        state.best_wer, state.best_step = wer, state.step
+        trainer.save("best", with_optimizer=False)
+    trainer.save("latest")
+    _say(
+        f"eval at step {state.step}: {first} WER {wer:.1%} CER "
+        f"{result[first]['cer']:.1%}, stop failures {result['stop_failures']:.0%} "
+        f"(best {state.best_wer:.1%} at step {state.best_step})"
+    )
+    return record
+
+
+def _publish(ckpt_dir: Path, first_asr: str) -> None:
+    rows = [
+        json.loads(line) for line in (ckpt_dir / "eval.jsonl").read_text().splitlines()
+    ]
+    plot_curves(ckpt_dir, first_asr)
+    create_table_artifact(
+        key="tts-training-wer",
+        table=rows,
+        description=f"Held-out round-trip WER by training step ({ckpt_dir})",
+    )
+    last = rows[-1]
+    create_markdown_artifact(
+        key="tts-training-summary",
+        markdown=(
+            f"# TTS training: {ckpt_dir.name}\n\nstep {last['step']}, "
+            f"{last['train_minutes']} training minutes; held-out {first_asr} WER "
+            f"{last[f'{first_asr}_wer']:.1%}, stop failures "
+            f"{last['stop_failures']:.0%}.\n\nCurve: `{ckpt_dir / 'wer_curve.png'}`\n"
+        ),
+    )
+
+
+@flow(name="train-tts", log_prints=False)
+def train_tts(
+    dataset: str,
+    ckpt_dir: str,
+    heldout_file: str = str(DEFAULT_HELDOUT),
+    max_steps: int = 20_000,
+    max_minutes: float | None = None,
+    eval_every: int = 1000,
+    eval_sentences: int = 20,
+    asr_models: tuple[str, ...] = ("tiny.en",),
+    device: str = "auto",
+    config: dict | None = None,
+) -> dict:
+    """Train (or resume) the voice in ``ckpt_dir``; returns the last evaluation and
+    where the checkpoints are. ``config`` overrides ``TrainConfig`` fields for a new
+    run (a resumed run keeps the configuration it started with)."""
+    deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
+    heldout = read_heldout(heldout_file)
+    out = Path(ckpt_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(str(out)):
+        trainer = Trainer(out, TrainConfig.from_dict(config or {}), device)
+        _say(
+            f"{out}: step {trainer.state.step}, {trainer.n_parameters / 1e6:.1f} M "
+            f"parameters on {trainer.device}, config {asdict(trainer.config)}"
+        )
+        data, counts = prepare_training_data(trainer, dataset, heldout)
+        eval_texts = heldout[:eval_sentences]
+        record = {}
+        while trainer.state.step < max_steps:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            to_boundary = eval_every - trainer.state.step % eval_every
+            n = min(to_boundary, max_steps - trainer.state.step)
+            train_segment(trainer, data, n, deadline)
+            record = evaluate_checkpoint(trainer, eval_texts, tuple(asr_models), device)
+            _publish(out, asr_models[0])
+    return {
+        "ckpt_dir": str(out),
+        "step": trainer.state.step,
+        "best_step": trainer.state.best_step,
+        "best_wer": trainer.state.best_wer,
+        "last_eval": record,
+        "data": counts,
+        "voice": str(out / "best"),
+    }
