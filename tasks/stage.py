@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -161,7 +162,27 @@ def write_part(run_dir: str | Path, stage: str, index: int, table: pa.Table) -> 
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    _failpoint(stage)
     return target
+
+
+FAILPOINT_ENV = "S2S_FAILPOINT_KILL"
+_parts_written: dict[str, int] = {}
+
+
+def _failpoint(stage: str) -> None:
+    """Fault injection for the crash tests: with S2S_FAILPOINT_KILL="STAGE:N" in the
+    environment, the process SIGKILLs itself right after writing its Nth part of
+    STAGE, as a machine failure would stop it (no cleanup, no exception handlers)."""
+    spec = os.environ.get(FAILPOINT_ENV)
+    if not spec:
+        return
+    target, _, count = spec.partition(":")
+    if target != stage:
+        return
+    _parts_written[stage] = _parts_written.get(stage, 0) + 1
+    if _parts_written[stage] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def read_part(path: str | Path, columns: list[str] | None = None) -> pa.Table:

@@ -6,16 +6,21 @@ the same rows as a run that never failed.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
 import tasks.features
 from flows.ingest_corpus import ingest_corpus
-from tasks.stage import list_parts, read_stage
-from tests.conftest import SAMPLES
+from flows.transcribe_corpus import transcribe_corpus
+from tasks.stage import FAILPOINT_ENV, list_parts, read_stage
+from tests.conftest import REPO, SAMPLES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 FEATURE_COLS = ["utt_id", "input_key", "n_frames", "peak", "rms_dbfs", "status"]
@@ -93,3 +98,53 @@ def test_full_disk_then_more_space(small_tmpfs, reference_run):
     assert len(ids) == len(set(ids)) == 6
     pd.testing.assert_frame_equal(_features(run), reference_run)
     shutil.rmtree(run)
+
+
+# Columns that must match an uninterrupted run exactly (timings are left out).
+STABLE_COLUMNS = {
+    "ingest": ["utt_id", "input_key", "source_sha256", "duration_s", "status"],
+    "features": FEATURE_COLS,
+    "transcripts": ["utt_id", "input_key", "text", "avg_logprob", "status"],
+    "evaluation": ["utt_id", "reference_norm", "hypothesis_norm", "wer", "cer"],
+}
+
+
+def _stage_frames(run_dir) -> dict[str, pd.DataFrame]:
+    return {
+        stage: read_stage(run_dir, stage, cols).to_pandas()
+        .sort_values("utt_id").reset_index(drop=True)
+        for stage, cols in STABLE_COLUMNS.items()
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_sigkill_in_each_stage_then_resume(tmp_path):
+    """SIGKILL the real `s2s transcribe` process right after its first part of each
+    stage in turn (ingest, features, transcripts, evaluation), then rerun: every
+    stage ends with each utterance once and the rows of an uninterrupted run."""
+    from prefect.settings import PREFECT_API_URL
+
+    reference = tmp_path / "reference"
+    transcribe_corpus([str(SAMPLES)], str(reference), shard_size=2, asr_shard_size=2)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "flows.cli", "transcribe", str(SAMPLES), "--out",
+           str(run), "--shard-size", "2", "--asr-shard-size", "2",
+           "--json"]  # fmt: skip
+    # The runs share the session's Prefect server instead of starting their own.
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    for stage in STABLE_COLUMNS:
+        fail_env = {**env, FAILPOINT_ENV: f"{stage}:1"}
+        killed = subprocess.run(cmd, cwd=REPO, env=fail_env, capture_output=True,
+                                text=True, timeout=600)  # fmt: skip
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        assert list_parts(run, stage), f"no {stage} part before the kill"
+        assert not (run / "report.html").exists()
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    assert summary["stages"]["ingest"]["n_todo"] == 0  # finished by earlier reruns
+    got, want = _stage_frames(run), _stage_frames(reference)
+    for stage in STABLE_COLUMNS:
+        pd.testing.assert_frame_equal(got[stage], want[stage], obj=stage)
+    assert (run / "report.html").exists()

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from flows.regenerate_tts_dataset import regenerate_tts_dataset
-from tasks.stage import list_parts, read_stage
+from tasks.stage import FAILPOINT_ENV, read_stage
 from tasks.tts_engines import EngineError
 from tests.conftest import REPO
 from tests.fixtures.tts.tiny_voice import make_tiny_voice, write_speaker_embedding
@@ -102,33 +101,30 @@ def test_cli_default_voice_fails_fast_with_the_reason(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 def test_sigkill_mid_mels_then_resume(tmp_path):
-    """Kill the real CLI once a mels part exists, rerun, find every utterance
-    exactly once in every stage."""
+    """SIGKILL the real CLI process right after its first mels part, rerun, find
+    every utterance exactly once in every stage."""
+    from prefect.settings import PREFECT_API_URL
+
     voice = str(make_tiny_voice(tmp_path / "voice", max_speech_positions=400))
     texts = tmp_path / "texts.txt"
-    n = 40
+    n = 12
     texts.write_text("".join(f"Sentence number {chr(97 + i % 26)} of the test.\n"
                              for i in range(n)))  # fmt: skip
     run = tmp_path / "run"
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "600"}  # fmt: skip
-    env.pop("PREFECT_API_URL", None)
+    # The runs share the session's Prefect server instead of starting their own.
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     args = [str(texts), "--out", str(run), "--voice", voice, "--shard-size", "4",
             "--no-dnsmos", "--json"]  # fmt: skip
-    cmd, kw = _cli(args, env)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    deadline = time.time() + 900
-    while not list_parts(run, "mels"):
-        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline, "no mels part appeared"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    cmd, kw = _cli(args, {**env, FAILPOINT_ENV: "mels:1"})
+    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     n_before = len(_ids(run, "mels"))
-    assert 0 < n_before <= n
+    assert n_before == 4
 
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, **kw)
+    cmd, kw = _cli(args, env)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["stages"]["mels"]["n_todo"] == n - n_before
