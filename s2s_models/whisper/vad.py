@@ -19,8 +19,9 @@ Two steps turn audio into decoding windows:
 from __future__ import annotations
 
 import functools
+import importlib.util
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -96,15 +97,28 @@ def load_vad_session():
     """
     import onnxruntime  # lazy: only VAD needs it
 
-    path = resources.files("silero_vad.data").joinpath(_MODEL_FILE)
     options = onnxruntime.SessionOptions()
     # a 300k-parameter model: one thread is as fast and leaves the cores to Whisper
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    with resources.as_file(path) as local:
-        return onnxruntime.InferenceSession(
-            str(local), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+    return onnxruntime.InferenceSession(
+        str(vad_model_path()), sess_options=options,
+        providers=["CPUExecutionProvider"],
+    )  # fmt: skip
+
+
+def vad_model_path() -> Path:
+    """The ONNX file inside the installed ``silero-vad`` package, found without
+    importing the package: importing ``silero_vad`` runs ``torch.set_num_threads(1)``
+    (in its ``model.py``), which would leave every later torch op in the process,
+    Whisper's included, on one core."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the VAD needs the silero-vad package")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / _MODEL_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: silero-vad installed without its model")
+    return path
 
 
 def frame_audio(audio: np.ndarray) -> np.ndarray:

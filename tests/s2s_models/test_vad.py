@@ -39,7 +39,11 @@ def test_frame_audio_carries_context():
 def test_probabilities_match_silero_streaming_model(speech_60s):
     """Our framing + the sequence model == the package's own streaming ONNX path."""
     torch = pytest.importorskip("torch")
-    utils_vad = pytest.importorskip("silero_vad.utils_vad")
+    threads = torch.get_num_threads()
+    try:  # importing silero_vad sets torch to one thread: undo it for later tests
+        utils_vad = pytest.importorskip("silero_vad.utils_vad")
+    finally:
+        torch.set_num_threads(threads)
     from importlib import resources
 
     audio = speech_60s[0][: 8 * SR]
@@ -49,6 +53,23 @@ def test_probabilities_match_silero_streaming_model(speech_60s):
     theirs = reference.audio_forward(torch.from_numpy(audio)[None], SR)[0].numpy()
     assert ours.shape == theirs.shape == (250,)
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_loading_the_vad_leaves_torch_threads_alone():
+    """The package's own import runs torch.set_num_threads(1); ours must not, or the
+    Whisper model in the same process would run on one core."""
+    code = (
+        "import sys, torch; torch.set_num_threads(2); "
+        "from s2s_models.whisper import vad; vad.load_vad_session(); "
+        "vad.speech_timestamps(__import__('numpy').zeros(16000, 'float32')); "
+        "print(torch.get_num_threads(), 'silero_vad' in sys.modules)"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[2])  # fmt: skip
+    assert out.stdout.split() == ["2", "False"]
 
 
 def test_silence_and_noise_have_no_speech():
