@@ -135,6 +135,7 @@ class Trainer:
             self.tokenizer = PhonemeTokenizer.from_pretrained(latest)
             self.model = load_speecht5(latest).to(self.device)
             self.state = TrainerState(**saved["state"])
+            self._forget_after(self.state.step)
         else:
             torch.manual_seed(config.seed)
             self.model = SpeechT5TTS(config.dims(len(self.tokenizer))).to(self.device)
@@ -151,6 +152,18 @@ class Trainer:
                 latest / OPTIMIZER_FILE, map_location=self.device, weights_only=True
             )
             self.optimizer.load_state_dict(opt_state)
+
+    def _forget_after(self, step: int) -> None:
+        """Drop log lines a killed run wrote after its last checkpoint: the resumed
+        run redoes those steps."""
+        for name in ("log.jsonl", "eval.jsonl"):
+            path = self.dir / name
+            if not path.exists():
+                continue
+            lines = path.read_text().splitlines()
+            kept = [x for x in lines if x.strip() and json.loads(x)["step"] <= step]
+            if len(kept) != len(lines):
+                path.write_text("".join(f"{x}\n" for x in kept))
 
     @property
     def n_parameters(self) -> int:
