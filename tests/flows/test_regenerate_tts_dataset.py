@@ -81,8 +81,9 @@ def test_bad_inputs_export_report_and_rerun(tmp_path, voice):
     with pytest.raises(ValueError, match="expected 512 floats"):
         regenerate_tts_dataset([str(texts)], run, voice=voice,
                                speaker_embedding=str(bad), dnsmos=False)  # fmt: skip
-    with pytest.raises(EngineError, match="no trained default SpeechT5 voice"):
-        regenerate_tts_dataset([str(texts)], str(tmp_path / "r2"), dnsmos=False)
+    with pytest.raises(EngineError, match="no config.json"):
+        regenerate_tts_dataset([str(texts)], str(tmp_path / "r2"), dnsmos=False,
+                               voice=str(tmp_path / "no-voice-here"))  # fmt: skip
 
 
 def _cli(args: list[str], env: dict, **kw):
@@ -90,14 +91,15 @@ def _cli(args: list[str], env: dict, **kw):
     return cmd, dict(cwd=REPO, env=env, **kw)
 
 
-def test_cli_default_voice_fails_fast_with_the_reason(tmp_path):
+def test_cli_bad_voice_fails_fast_with_the_reason(tmp_path):
     texts = tmp_path / "t.txt"
     texts.write_text("Hello.\n")
-    cmd, kw = _cli([str(texts), "--out", str(tmp_path / "run")], dict(os.environ))
+    args = [str(texts), "--out", str(tmp_path / "run"), "--voice", str(tmp_path)]
+    cmd, kw = _cli(args, dict(os.environ))
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, **kw)
     assert done.returncode == 2
-    assert "no trained default SpeechT5 voice" in done.stderr
-    assert "--engine piper" in done.stderr
+    assert "no config.json (not a SpeechT5 voice)" in done.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything ran
 
 
 @pytest.mark.slow

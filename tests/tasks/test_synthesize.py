@@ -139,7 +139,11 @@ def test_mel_column_roundtrip():
     np.testing.assert_array_equal(read_mel(col, 2), mels[2])
 
 
-def test_default_voice_is_missing_with_a_clear_message():
+def test_missing_default_voice_has_a_clear_message(tmp_path, monkeypatch):
+    import tasks.tts_engines
+
+    assert (resolve_voice_dir("default") / "model.safetensors").is_file()  # shipped
+    monkeypatch.setattr(tasks.tts_engines, "DEFAULT_VOICE_DIR", tmp_path / "gone")
     with pytest.raises(EngineError, match="no trained default SpeechT5 voice"):
         resolve_voice_dir("default")
 
