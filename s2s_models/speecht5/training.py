@@ -162,11 +162,7 @@ def tts_losses(
         + weights.stop * stop
         + weights.guided_attention * guided
     )
-    parts = {
-        "loss": float(total.detach()),
-        "l1_before": float(l1_before),
-        "l1_after": float(l1_after),
-        "stop_bce": float(stop),
-        "guided_attention": float(guided),
-    }
+    named = {"loss": total, "l1_before": l1_before, "l1_after": l1_after,
+             "stop_bce": stop, "guided_attention": guided}  # fmt: skip
+    parts = {k: float(v.detach()) for k, v in named.items()}
     return total, parts, out
