@@ -28,7 +28,7 @@ from prefect.cache_policies import NONE
 from tasks.stage import RunLock
 from tasks.train_tts import TrainConfig, Trainer, evaluate_voice
 from tasks.train_tts_data import load_training_set
-from tasks.train_tts_report import plot_curves
+from tasks.train_tts_report import plot_curves, read_jsonl
 
 DEFAULT_HELDOUT = (
     Path(__file__).resolve().parent.parent / "samples/tts/corpus/heldout.txt"
@@ -111,9 +111,7 @@ def evaluate_checkpoint(
 
 
 def _publish(ckpt_dir: Path, first_asr: str) -> None:
-    rows = [
-        json.loads(line) for line in (ckpt_dir / "eval.jsonl").read_text().splitlines()
-    ]
+    rows = read_jsonl(ckpt_dir / "eval.jsonl")
     plot_curves(ckpt_dir, first_asr)
     create_table_artifact(
         key="tts-training-wer",

@@ -261,7 +261,6 @@ class Trainer:
 
     def save(self, name: str = "latest", with_optimizer: bool = True) -> Path:
         """Write the voice (+ optimizer, trainer state) to CKPT_DIR/name atomically."""
-        self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         save_speecht5(self.model, tmp)

@@ -19,7 +19,6 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
@@ -184,13 +183,3 @@ def length_buckets(
         batches.append(current)
     rng.shuffle(batches)
     return batches
-
-
-def mel_statistics(mels: list[torch.Tensor]) -> dict[str, float]:
-    values = np.concatenate([m.float().numpy().ravel() for m in mels[:500]])
-    return {
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "min": float(values.min()),
-        "max": float(values.max()),
-    }

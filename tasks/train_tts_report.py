@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -20,8 +20,8 @@ def plot_curves(ckpt_dir: str | Path, asr_model: str = "tiny.en") -> Path:
     import matplotlib.pyplot as plt
 
     ckpt_dir = Path(ckpt_dir)
-    evals = _read_jsonl(ckpt_dir / "eval.jsonl")
-    logs = _read_jsonl(ckpt_dir / "log.jsonl")
+    evals = read_jsonl(ckpt_dir / "eval.jsonl")
+    logs = read_jsonl(ckpt_dir / "log.jsonl")
     fig, (ax_wer, ax_loss) = plt.subplots(1, 2, figsize=(11, 4))
     if evals:
         steps = [e["step"] for e in evals]

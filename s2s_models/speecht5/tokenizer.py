@@ -94,14 +94,20 @@ class EncodedBatch(NamedTuple):
     unknown_chars: list[list[str]]  # per text
 
 
+def pad_ids(ids: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Right-pad token id lists: (batch, n_text) int64 ids and attention mask."""
+    n_text = max(len(seq) for seq in ids)
+    input_ids = torch.full((len(ids), n_text), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros(len(ids), n_text, dtype=torch.long)
+    for i, seq in enumerate(ids):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention_mask[i, : len(seq)] = 1
+    return input_ids, attention_mask
+
+
 def pad_batch(encoded: Sequence[EncodedText], pad_id: int) -> EncodedBatch:
     """Right-pad encoded texts into (batch, n_text) ids and attention mask."""
-    n_text = max(len(e.ids) for e in encoded)
-    input_ids = torch.full((len(encoded), n_text), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros(len(encoded), n_text, dtype=torch.long)
-    for i, e in enumerate(encoded):
-        input_ids[i, : len(e.ids)] = torch.tensor(e.ids)
-        attention_mask[i, : len(e.ids)] = 1
+    input_ids, attention_mask = pad_ids([e.ids for e in encoded], pad_id)
     return EncodedBatch(input_ids, attention_mask, [e.unknown_chars for e in encoded])
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .model import SpeechT5TTS, TTSOutput
+from .tokenizer import pad_ids
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,7 @@ def collate(
     ids: list[list[int]], mels: list[Tensor], reduction_factor: int, pad_id: int
 ) -> TTSBatch:
     """Pad token ids and (n_frames, n_mels) targets into one batch."""
-    n_text = max(len(i) for i in ids)
-    input_ids = torch.full((len(ids), n_text), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(ids), n_text, dtype=torch.long)
-    for row, seq in enumerate(ids):
-        input_ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
+    input_ids, mask = pad_ids(ids, pad_id)
     r = reduction_factor
     n_max = max(m.shape[0] for m in mels)
     n_max = -(-n_max // r) * r
