@@ -97,10 +97,10 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_train_tts(args: argparse.Namespace) -> int:
-    from tasks.train_tts_data import _dataset_parts
+    from tasks.train_tts_data import dataset_parts
 
     try:
-        _dataset_parts(args.dataset)
+        dataset_parts(args.dataset)
         from flows.train_tts import read_heldout
 
         read_heldout(args.heldout)

@@ -6,7 +6,8 @@ alternates training segments and held-out evaluations, each a Prefect task:
 
     prepare-training-data -> (train-segment -> evaluate-checkpoint) x N
 
-Every segment ends with a complete checkpoint in CKPT_DIR/latest, so a killed run
+Every segment ends with a complete checkpoint in CKPT_DIR/latest (the best WER so far
+is read back from CKPT_DIR/best), so a killed run
 continues where it stopped when the same command is run again. Every evaluation
 synthesizes held-out sentences, vocodes them with Griffin-Lim and transcribes them
 with our Whisper; the WER curve goes to CKPT_DIR/eval.jsonl, CKPT_DIR/wer_curve.png
@@ -101,7 +102,6 @@ def evaluate_checkpoint(
     if state.best_wer is None or wer < state.best_wer:
         state.best_wer, state.best_step = wer, state.step
         trainer.save("best", with_optimizer=False)
-    trainer.save("latest")
     _say(
         f"eval at step {state.step}: {first} WER {wer:.1%} CER "
         f"{result[first]['cer']:.1%}, stop failures {result['stop_failures']:.0%} "

@@ -136,6 +136,11 @@ class Trainer:
             self.model = load_speecht5(latest).to(self.device)
             self.state = TrainerState(**saved["state"])
             self._forget_after(self.state.step)
+            best = self.dir / "best" / TRAINER_FILE
+            if best.exists():  # the best so far is recorded with the best voice
+                best_state = json.loads(best.read_text())["state"]
+                self.state.best_wer = best_state["best_wer"]
+                self.state.best_step = best_state["best_step"]
         else:
             torch.manual_seed(config.seed)
             self.model = SpeechT5TTS(config.dims(len(self.tokenizer))).to(self.device)

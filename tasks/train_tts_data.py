@@ -49,7 +49,7 @@ class TrainingSet:
         return sum(m.shape[0] for m in self.mels) * 256 / SAMPLE_RATE
 
 
-def _dataset_parts(dataset: str | Path) -> list[Path]:
+def dataset_parts(dataset: str | Path) -> list[Path]:
     parts = sorted((Path(dataset) / "audio").glob("part-*.parquet"))
     if not parts:
         raise FileNotFoundError(
@@ -60,7 +60,7 @@ def _dataset_parts(dataset: str | Path) -> list[Path]:
 
 
 def dataset_key(dataset: str | Path, tokenizer: PhonemeTokenizer) -> str:
-    parts = _dataset_parts(dataset)
+    parts = dataset_parts(dataset)
     return fingerprint(
         [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in parts],
         tokenizer.symbols,
@@ -132,7 +132,7 @@ def load_training_set(
     counts = {"failed": 0, "heldout": 0, "too_long": 0, "kept": 0}
     data = TrainingSet([], [], [], [], key)
     columns = ["utt_id", "text", "audio", "sampling_rate", "status"]
-    for part in _dataset_parts(dataset):
+    for part in dataset_parts(dataset):
         for row in pq.read_table(part, columns=columns).to_pylist():
             if row["status"] != "ok" or row["audio"] is None:
                 counts["failed"] += 1
