@@ -13,7 +13,6 @@ holds, so an evaluation sentence is never trained on.
 
 from __future__ import annotations
 
-import io
 import json
 import random
 from dataclasses import dataclass
@@ -21,11 +20,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import soundfile as sf
 import torch
 
 from s2s_models.speecht5.phonemes import PhonemeTokenizer
 from s2s_models.vocoders.griffinlim import speecht5_log_mel
+from tasks.ingest import decode_flac
 from tasks.schemas import float16_matrix_column
 from tasks.stage import fingerprint
 
@@ -140,7 +139,7 @@ def load_training_set(
             if _normalized(row["text"], tokenizer) in heldout:
                 counts["heldout"] += 1
                 continue
-            audio, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
+            audio, rate = decode_flac(row["audio"]["bytes"])
             if rate != SAMPLE_RATE:
                 raise ValueError(
                     f"{row['utt_id']}: audio at {rate} Hz, expected 16 kHz"
