@@ -201,3 +201,46 @@ def log_mel_spectrogram(
     log_spec = torch.maximum(log_spec, peak - 8.0)
     log_spec = (log_spec + 4.0) / 4.0
     return log_spec.reshape(*lead_shape, n_mels, log_spec.shape[-1])
+
+
+def log_mel_spectrogram_blockwise(
+    audio: np.ndarray,
+    n_mels: int = 80,
+    block_frames: int = 3000,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """``log_mel_spectrogram(audio)`` of 1-D audio, computed ``block_frames`` at a time.
+
+    The full STFT of an hour of audio takes several times the audio's own memory;
+    this keeps one block's STFT (3000 frames: 5 MB) alive at a time. Each block's
+    frames are cut from the same reflect-padded signal the centred STFT would see,
+    so the result equals the one-shot function up to float rounding. The ``max - 8``
+    floor still spans the whole recording (applied after the last block).
+    Returns ``(n_mels, n_samples // HOP_LENGTH)`` float32 on the CPU.
+    """
+    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    assert audio.ndim == 1, "one recording at a time"
+    n, half = audio.size, N_FFT // 2
+    assert n > half, f"need more than {half} samples for the reflect padding"
+    n_frames = n // HOP_LENGTH  # the centred STFT's 1 + n // hop, minus the last
+    out = torch.empty(n_mels, n_frames)
+    window = filters = None
+    for f0 in range(0, n_frames, block_frames):
+        f1 = min(n_frames, f0 + block_frames)
+        # frame f covers padded[f*hop : f*hop + N_FFT], padded[j] = audio[j - half]
+        lo, hi = f0 * HOP_LENGTH - half, (f1 - 1) * HOP_LENGTH + N_FFT - half
+        seg = audio[max(lo, 0) : min(hi, n)]
+        if lo < 0 or hi > n:
+            seg = np.pad(seg, (max(0, -lo), max(0, hi - n)), mode="reflect")
+        x = torch.from_numpy(seg).to(device or "cpu")
+        if window is None:
+            window = torch.hann_window(N_FFT, device=x.device)
+            filters = mel_filters(n_mels, x.device)
+        stft = torch.stft(
+            x, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True
+        )  # (n_bins, f1 - f0)
+        mel = filters @ (stft.abs() ** 2)
+        out[:, f0:f1] = torch.clamp(mel, min=1e-10).log10().cpu()
+    if n_frames:
+        torch.maximum(out, out.max() - 8.0, out=out)
+    return out.add_(4.0).div_(4.0)

@@ -16,8 +16,8 @@ import torch
 from prefect import task
 from prefect.cache_policies import NONE
 
-from s2s_models.audio import N_FFT, SAMPLE_RATE, log_mel_spectrogram
-from tasks.ingest import read_ingest_audio
+from s2s_models.audio import N_FFT, SAMPLE_RATE, log_mel_spectrogram_blockwise
+from tasks.ingest import iter_ingest_audio
 from tasks.schemas import FEATURES, float16_matrix_column
 from tasks.stage import fingerprint, write_part
 
@@ -39,8 +39,14 @@ def feature_key(ingest_key: str, options: FeatureOptions) -> str:
     return fingerprint("features", ingest_key, options.n_mels)
 
 
-def signal_stats(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict:
-    """Peak, RMS level, clipped and silent fractions of a mono float signal."""
+def signal_stats(
+    audio: np.ndarray, sample_rate: int = SAMPLE_RATE, block_frames: int = 2500
+) -> dict:
+    """Peak, RMS level, clipped and silent fractions of a mono float signal.
+
+    Works through the signal `block_frames` 25 ms frames at a time, so an hour of
+    audio needs no float64 copy of itself.
+    """
     if audio.size == 0:
         return {
             "peak": 0.0,
@@ -48,20 +54,29 @@ def signal_stats(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict:
             "clipped_fraction": 0.0,
             "silent_fraction": 1.0,
         }
-    peak = float(np.abs(audio).max())
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
     frame = max(1, int(STATS_FRAME_SECONDS * sample_rate))
-    n = audio.size // frame
-    if n:
-        frames = audio[: n * frame].reshape(n, frame).astype(np.float64)
-        frame_db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
-        silent = float(np.mean(frame_db < SILENCE_DBFS))
+    n_frames = audio.size // frame
+    peak, sum_sq, clipped, silent_frames = 0.0, 0.0, 0, 0
+    step = frame * block_frames
+    for start in range(0, audio.size, step):
+        block = audio[start : start + step].astype(np.float64)
+        peak = max(peak, float(np.abs(block).max()))
+        sum_sq += float(np.dot(block, block))
+        clipped += int(np.count_nonzero(np.abs(block) >= CLIP_LEVEL))
+        whole = block.size // frame  # the signal's last partial frame is not counted
+        if whole:
+            frames = block[: whole * frame].reshape(whole, frame)
+            frame_db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+            silent_frames += int(np.count_nonzero(frame_db < SILENCE_DBFS))
+    rms = float(np.sqrt(sum_sq / audio.size))
+    if n_frames:
+        silent = silent_frames / n_frames
     else:
         silent = float(20 * np.log10(rms + 1e-10) < SILENCE_DBFS)
     return {
         "peak": peak,
         "rms_dbfs": float(20 * np.log10(rms + 1e-10)),
-        "clipped_fraction": float(np.mean(np.abs(audio) >= CLIP_LEVEL)),
+        "clipped_fraction": clipped / audio.size,
         "silent_fraction": silent,
     }
 
@@ -72,9 +87,9 @@ def _features_row(
     # The centred STFT reflects N_FFT // 2 samples at each end, so clips shorter
     # than that (a few ms) are zero-padded to one window first.
     padded = np.pad(audio, (0, max(0, N_FFT - audio.size)))
-    with torch.inference_mode():
-        mel = log_mel_spectrogram(
-            torch.from_numpy(padded), n_mels=options.n_mels, device=options.device
+    with torch.inference_mode():  # block by block: an hour-long file stays cheap
+        mel = log_mel_spectrogram_blockwise(
+            padded, n_mels=options.n_mels, device=options.device
         )  # (n_mels, n_frames)
     return {
         "utt_id": utt_id,
@@ -119,11 +134,9 @@ def features_shard(
 ) -> str:
     """Compute features for `utt_ids` of one ingest part; write one features part."""
     opts = FeatureOptions(**options)
-    found = read_ingest_audio(ingest_part, utt_ids)
-    ids = [utt_id for utt_id, _, _ in found]
-    keys = [feature_key(key, opts) for _, key, _ in found]
-    audios = [audio for _, _, audio in found]
-    rows = compute_features(ids, keys, audios, opts)
+    rows = []  # one recording decoded at a time: memory follows the output only
+    for utt_id, key, audio in iter_ingest_audio(ingest_part, utt_ids):
+        rows += compute_features([utt_id], [feature_key(key, opts)], [audio], opts)
     mels = [r.pop("log_mel") for r in rows]
     out = pa.Table.from_pylist(
         rows, schema=FEATURES.remove(FEATURES.get_field_index("log_mel"))

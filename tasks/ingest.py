@@ -17,6 +17,7 @@ import io
 import json
 import os
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -29,7 +30,8 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from tasks.stage import (
-    chunked,
+    SHARD_MAX_SOURCE_BYTES,
+    chunked_by,
     existing_rows,
     fingerprint,
     is_done,
@@ -239,9 +241,14 @@ def stat_source(path: str) -> tuple[int | None, int | None]:
         return None, None
 
 
-def request_key(item: SourceItem, options: IngestOptions) -> str:
-    """What decides whether an ingested row is still current, without reading audio."""
-    size, mtime = stat_source(item.path)
+def request_key(
+    item: SourceItem,
+    options: IngestOptions,
+    stat: tuple[int | None, int | None] | None = None,
+) -> str:
+    """What decides whether an ingested row is still current, without reading audio.
+    `stat`: the item's `stat_source` when the caller already has it."""
+    size, mtime = stat if stat is not None else stat_source(item.path)
     return fingerprint(
         item.path, size, mtime, item.reference, item.speaker, options.__dict__
     )
@@ -313,20 +320,33 @@ def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
     return audio, rate
 
 
-def read_ingest_audio(
+def iter_ingest_audio(
     ingest_part: str, utt_ids: list[str]
-) -> list[tuple[str, str, np.ndarray]]:
+) -> Iterator[tuple[str, str, np.ndarray]]:
     """(utt_id, input_key, float32 16 kHz audio) of the given rows of an ingest
-    part, in part order: what every downstream stage task starts from."""
+    part, in part order, decoded one at a time: what every downstream stage task
+    starts from. Parts are written in small row groups, so only one group's FLAC
+    bytes are in memory at once."""
     import pyarrow.parquet as pq
 
     wanted = set(utt_ids)
-    table = pq.read_table(ingest_part, columns=["utt_id", "input_key", "audio"])
-    return [
-        (row["utt_id"], row["input_key"], decode_flac(row["audio"]["bytes"])[0])
-        for row in table.to_pylist()
-        if row["utt_id"] in wanted
-    ]
+    part = pq.ParquetFile(ingest_part)
+    for group in range(part.num_row_groups):
+        ids = part.read_row_group(group, columns=["utt_id"]).column(0).to_pylist()
+        if wanted.isdisjoint(ids):
+            continue
+        table = part.read_row_group(group, columns=["utt_id", "input_key", "audio"])
+        for row in table.to_pylist():
+            if row["utt_id"] in wanted:
+                audio, _ = decode_flac(row["audio"]["bytes"])
+                yield row["utt_id"], row["input_key"], audio
+
+
+def read_ingest_audio(
+    ingest_part: str, utt_ids: list[str]
+) -> list[tuple[str, str, np.ndarray]]:
+    """All of `iter_ingest_audio` at once (the ASR batches across recordings)."""
+    return list(iter_ingest_audio(ingest_part, utt_ids))
 
 
 def _failed_row(item: SourceItem, req_key: str, error: str, **known) -> dict:
@@ -445,16 +465,23 @@ def plan_ingest(
     """Discover the inputs and decide which items a run still has to ingest."""
     items = discover_inputs(inputs)
     done = existing_rows(prepare_stage(run_dir, "ingest"), key_column="request_key")
-    wanted, todo, todo_keys = {}, [], []
+    wanted, todo, todo_keys, todo_bytes = {}, [], [], []
     for item in items:
-        key = request_key(item, options)
+        stat = stat_source(item.path)
+        key = request_key(item, options, stat)
         wanted[item.utt_id] = key
         if not is_done(done.get(item.utt_id), key, retry_failed):
             todo.append(item)
             todo_keys.append(key)
+            todo_bytes.append(float(stat[0] or 0))
+    # shards of at most shard_size files and SHARD_MAX_SOURCE_BYTES: a shard holds
+    # its encoded output until it is written
+    groups = chunked_by(
+        list(range(len(todo))), todo_bytes, shard_size, SHARD_MAX_SOURCE_BYTES
+    )
     return IngestPlan(
-        chunked(todo, shard_size),
-        chunked(todo_keys, shard_size),
+        [[todo[i] for i in group] for group in groups],
+        [[todo_keys[i] for i in group] for group in groups],
         wanted,
         len(items),
         len(todo),

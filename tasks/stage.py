@@ -147,6 +147,18 @@ def prepare_stage(run_dir: str | Path, stage: str) -> list[Path]:
     return good
 
 
+# Shard limits besides the row count: what one task holds in memory at once.
+SHARD_MAX_SECONDS = 1800.0  # audio per downstream shard (115 MB as float32)
+SHARD_MAX_SOURCE_BYTES = 256 << 20  # source file bytes per ingest shard
+ROW_GROUP_BYTES = 32 << 20  # readers hold about one row group in memory
+
+
+def _row_group_rows(table: pa.Table) -> int:
+    """Rows per row group so that a group is about ROW_GROUP_BYTES in memory."""
+    per_row = table.nbytes / max(1, table.num_rows)
+    return max(1, min(table.num_rows, int(ROW_GROUP_BYTES / max(per_row, 1.0))))
+
+
 def write_part(run_dir: str | Path, stage: str, index: int, table: pa.Table) -> Path:
     """Write `table` as part `index` of `stage` atomically; return its path."""
     schema = SCHEMAS[stage]
@@ -156,7 +168,9 @@ def write_part(run_dir: str | Path, stage: str, index: int, table: pa.Table) -> 
     # A leading dot keeps readers of the folder (pandas, pyarrow) off it.
     tmp = target.with_name(f".{target.name}{TMP_MARKER}{os.getpid()}")
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(
+            table, tmp, compression="zstd", row_group_size=_row_group_rows(table)
+        )
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
@@ -344,8 +358,11 @@ def plan_downstream(
     key_fn,
     shard_size: int,
     retry_failed: bool = False,
+    max_shard_seconds: float = SHARD_MAX_SECONDS,
 ) -> tuple[list[Shard], dict[str, str]]:
-    """Which ok rows of `upstream` still need `stage`, grouped into shards.
+    """Which ok rows of `upstream` still need `stage`, grouped into shards of at
+    most `shard_size` rows and `max_shard_seconds` of audio (so that a shard of
+    long recordings stays as small in memory as one of short clips).
 
     `key_fn(upstream_input_key) -> str` gives the downstream row's input_key.
     Returns (shards to run, wanted {utt_id: input_key} for `compact_stage`).
@@ -354,12 +371,15 @@ def plan_downstream(
     wanted: dict[str, str] = {}
     shards: list[Shard] = []
     for path in list_parts(run_dir, upstream):
+        names = pq.ParquetFile(path).schema_arrow.names
+        columns = ["utt_id", "input_key", "status"]
         cols = pq.read_table(
-            path, columns=["utt_id", "input_key", "status"]
+            path, columns=columns + (["duration_s"] if "duration_s" in names else [])
         ).to_pydict()
-        todo = []
-        for utt_id, up_key, status in zip(
-            cols["utt_id"], cols["input_key"], cols["status"], strict=True
+        seconds = cols.get("duration_s") or [0.0] * len(cols["utt_id"])
+        todo, todo_s = [], []
+        for utt_id, up_key, status, dur in zip(
+            cols["utt_id"], cols["input_key"], cols["status"], seconds, strict=True
         ):
             if status != "ok":
                 continue
@@ -367,7 +387,11 @@ def plan_downstream(
             wanted[utt_id] = key
             if not is_done(done.get(utt_id), key, retry_failed):
                 todo.append(utt_id)
-        shards += [Shard(str(path), ids, len(ids)) for ids in chunked(todo, shard_size)]
+                todo_s.append(dur or 0.0)
+        shards += [
+            Shard(str(path), ids, len(ids))
+            for ids in chunked_by(todo, todo_s, shard_size, max_shard_seconds)
+        ]
     return shards, wanted
 
 
@@ -388,6 +412,24 @@ def shard_seconds(shards: list[Shard]) -> list[float]:
     return out
 
 
+def chunked_by(
+    items: list, weights: list[float], max_items: int, max_weight: float
+) -> list[list]:
+    """Consecutive groups of at most `max_items` items whose weights sum to at
+    most `max_weight` (an item heavier than that on its own is a group of one)."""
+    assert max_items > 0, "shard size must be positive"
+    groups, current, total = [], [], 0.0
+    for item, weight in zip(items, weights, strict=True):
+        if current and (len(current) >= max_items or total + weight > max_weight):
+            groups.append(current)
+            current, total = [], 0.0
+        current.append(item)
+        total += weight
+    if current:
+        groups.append(current)
+    return groups
+
+
 def chunked(items: list, size: int) -> list[list]:
     assert size > 0, "shard size must be positive"
     return [items[i : i + size] for i in range(0, len(items), size)]
@@ -399,6 +441,7 @@ __all__ = [
     "RunLock",
     "StageError",
     "chunked",
+    "chunked_by",
     "compact_stage",
     "existing_rows",
     "fingerprint",

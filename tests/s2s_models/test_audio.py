@@ -14,6 +14,7 @@ from s2s_models.audio import (
     N_SAMPLES,
     SAMPLE_RATE,
     log_mel_spectrogram,
+    log_mel_spectrogram_blockwise,
     mel_filters,
     pad_or_trim,
 )
@@ -117,3 +118,14 @@ def test_pad_or_trim_torch_and_numpy():
     assert pad_or_trim(y, 3).tolist() == [[0, 1, 2], [5, 6, 7]]
     assert pad_or_trim(y, 6, axis=-1).shape == (2, 6)
     assert pad_or_trim(y, 2, axis=0) is y
+
+
+@pytest.mark.parametrize("block_frames", [1, 7, 3000])
+def test_blockwise_log_mel_equals_the_one_shot_function(block_frames):
+    speech = _speech()
+    # both edges of the file fall inside blocks of every size tried here
+    for audio in (speech, speech[: N_FFT + 5], speech[: 7 * HOP_LENGTH + 3]):
+        full = log_mel_spectrogram(torch.from_numpy(audio))
+        blocks = log_mel_spectrogram_blockwise(audio, block_frames=block_frames)
+        assert blocks.shape == full.shape == (80, audio.size // HOP_LENGTH)
+        assert torch.allclose(blocks, full, atol=1e-6, rtol=0)

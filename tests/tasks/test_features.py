@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import soundfile as sf
 import torch
 
@@ -44,6 +45,20 @@ def test_signal_stats():
     assert abs(stats["silent_fraction"] - 0.5) < 0.01
     assert abs(stats["clipped_fraction"] - 0.5) < 1e-6
     assert abs(stats["rms_dbfs"] - 20 * np.log10(np.sqrt(0.5))) < 1e-3
+
+
+def test_signal_stats_block_by_block_equals_whole_signal():
+    rng = np.random.default_rng(0)
+    sr = 16000
+    clip = rng.uniform(-0.5, 0.5, sr * 3 + 123).astype(np.float32)
+    clip[sr : sr + 4000] = 0.0  # 10 silent frames
+    clip[5] = 1.0  # one clipped sample
+    whole = signal_stats(clip, sr, block_frames=10**6)
+    for block_frames in (1, 7, 64):
+        blocks = signal_stats(clip, sr, block_frames=block_frames)
+        assert blocks == pytest.approx(whole, rel=1e-9, abs=1e-12)
+    assert whole["silent_fraction"] == pytest.approx(10 / (clip.size // 400))
+    assert whole["clipped_fraction"] == pytest.approx(1 / clip.size)
 
 
 def test_one_sample_clip_gets_a_row():

@@ -173,3 +173,30 @@ def test_request_key_changes_with_content(tmp_path):
     path.write_bytes(buf.getvalue())
     os.utime(path, ns=(1, 1))
     assert request_key(item, IngestOptions()) != first
+
+
+def test_downstream_reads_only_wanted_rows_one_row_group_at_a_time(
+    tmp_path, monkeypatch
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import tasks.stage
+    from tasks.ingest import iter_ingest_audio, plan_ingest
+    from tasks.schemas import INGEST
+    from tasks.stage import write_part
+
+    items = discover_inputs([str(SAMPLES)])
+    table = pa.Table.from_pylist(_ingest(items), schema=INGEST)
+    monkeypatch.setattr(tasks.stage, "ROW_GROUP_BYTES", 1)  # one row per group
+    part = write_part(tmp_path, "ingest", 0, table)
+    assert pq.ParquetFile(part).num_row_groups == len(items)
+    got = list(iter_ingest_audio(str(part), ["LJ002-0020", "jfk"]))
+    assert sorted(u for u, _, _ in got) == ["LJ002-0020", "jfk"]
+    for utt_id, _, audio in got:
+        row = table.filter(pa.compute.equal(table["utt_id"], utt_id)).to_pylist()[0]
+        assert audio.size == row["num_samples"]
+    # ingest shards are capped by source bytes as well as by count
+    monkeypatch.setattr(tasks.ingest, "SHARD_MAX_SOURCE_BYTES", 1)
+    plan = plan_ingest(str(tmp_path / "run"), [str(SAMPLES)], IngestOptions(), 256)
+    assert [len(s) for s in plan.shards] == [1] * len(items)

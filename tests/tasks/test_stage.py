@@ -12,6 +12,7 @@ from tasks.schemas import INGEST, SCHEMA_VERSION_KEY
 from tasks.stage import (
     RunLock,
     StageError,
+    chunked_by,
     compact_stage,
     existing_rows,
     list_parts,
@@ -97,6 +98,39 @@ def test_plan_downstream_skips_done_and_failed_rows(tmp_path):
     shards, wanted = plan_downstream(tmp_path, "ingest", "features", str.upper, 2)
     assert set(wanted) == {"a", "b", "c"}  # failed upstream rows are not passed on
     assert [s.utt_ids for s in shards] == [["a", "b"], ["c"]]
+
+
+def test_plan_downstream_caps_audio_seconds_per_shard(tmp_path):
+    rows = _rows(["a", "b", "c", "d"])
+    seconds = pa.array([600.0, 600.0, 3600.0, 10.0])
+    rows = rows.set_column(
+        rows.schema.get_field_index("duration_s"), "duration_s", seconds
+    )
+    write_part(tmp_path, "ingest", 0, rows)
+    shards, _ = plan_downstream(
+        tmp_path, "ingest", "features", str.upper, 64, max_shard_seconds=1800
+    )
+    # a recording longer than the cap gets a shard of its own
+    assert [s.utt_ids for s in shards] == [["a", "b"], ["c"], ["d"]]
+
+
+def test_chunked_by_counts_and_weights():
+    assert chunked_by([1, 2, 3, 4, 5], [1, 1, 1, 1, 1], 2, 10) == [[1, 2], [3, 4], [5]]
+    assert chunked_by([1, 2, 3], [5, 6, 1], 10, 10) == [[1], [2, 3]]
+    assert chunked_by([], [], 3, 1) == []
+
+
+def test_large_parts_are_written_in_small_row_groups(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    import tasks.stage
+
+    monkeypatch.setattr(tasks.stage, "ROW_GROUP_BYTES", 1)
+    path = write_part(tmp_path, "ingest", 0, _rows(["a", "b", "c"]))
+    assert pq.ParquetFile(path).num_row_groups == 3
+    monkeypatch.setattr(tasks.stage, "ROW_GROUP_BYTES", 1 << 20)
+    path = write_part(tmp_path, "ingest", 1, _rows(["a", "b", "c"]))
+    assert pq.ParquetFile(path).num_row_groups == 1
 
 
 def _hold_lock(run_dir, ready, release):
