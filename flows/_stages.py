@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 from flows._common import StageReport, finish_stage, part_indices, run_shards
 from flows._runners import gpu_annotation
+from s2s_models.whisper.checkpoints import resolve_precision
 from tasks.features import FeatureOptions, feature_key, features_shard
 from tasks.ingest import IngestOptions, ingest_shard, item_to_dict, plan_ingest
 from tasks.stage import plan_downstream, shard_seconds
@@ -101,17 +102,20 @@ def transcripts_stage(
     shard_size: int,
     retry_failed: bool,
     parallel_shards: int = 1,
+    precision: str = "auto",
 ) -> StageReport:
     """`parallel_shards`: shards in flight at once. 1 locally (one model in the
-    process, shards queue behind each other); the number of workers on Dask."""
+    process, shards queue behind each other); the number of workers on Dask.
+    `precision`: compute dtype; "auto" is resolved here, once, for the whole run."""
     started = time.perf_counter()
     options = transcribe_options(settings)
+    precision = resolve_precision(device, precision)
     model_fp = model_fingerprint(model)
     shards, wanted = plan_downstream(
         run_dir,
         "ingest",
         "transcripts",
-        lambda k: transcript_key(k, model_fp, options),
+        lambda k: transcript_key(k, model_fp, options, precision),
         shard_size,
         retry_failed,
     )
@@ -130,6 +134,7 @@ def transcripts_stage(
             "device": device,
             "settings": settings,
             "model_fp": model_fp,
+            "precision": precision,
         }
         for index, shard in zip(indices, shards, strict=True)
     ]
@@ -142,6 +147,7 @@ def transcripts_stage(
         "model": model,
         "model_fingerprint": model_fp,
         "device": device,
+        "precision": precision,
         "parameters": settings,
         "shard_size": shard_size,
     }

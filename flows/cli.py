@@ -124,6 +124,7 @@ def _run_transcribe(flow_fn, args: argparse.Namespace, parallel: int) -> dict:
         compare_to=args.compare,
         retry_failed=args.retry_failed,
         parallel_shards=parallel,
+        precision=args.precision,
     )
 
 
@@ -223,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint path (CTranslate2 or Hugging Face folder, OpenAI .pt)",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="Whisper compute dtype; auto (default): float16 on CUDA, bfloat16 on "
+        "CPUs with native bfloat16 (AMX, AVX-512 BF16), else float32",
+    )
     p.add_argument(
         "--batch-size",
         type=int,

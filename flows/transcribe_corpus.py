@@ -19,6 +19,7 @@ from prefect.artifacts import (
 )
 
 from flows._stages import features_stage, ingest_stage, transcripts_stage
+from s2s_models.whisper.checkpoints import resolve_precision
 from tasks.evaluate import evaluate_run
 from tasks.features import FeatureOptions
 from tasks.ingest import IngestOptions
@@ -42,8 +43,13 @@ def transcribe_corpus(
     compare_to: str | None = None,
     retry_failed: bool = False,
     parallel_shards: int = 1,
+    precision: str = "auto",
 ) -> dict:
     """Transcribe a corpus into RUN_DIR, score it, and write RUN_DIR/report.html.
+
+    `precision`: Whisper's compute dtype, "auto" (float16 on CUDA, bfloat16 on a
+    CPU with native bfloat16 such as AMX, else float32), "float32", "bfloat16" or
+    "float16". It is part of each transcript's key: changing it redoes the stage.
 
     Returns a JSON-friendly summary: file counts, audio hours, RTFx, WER with its
     95% CI when references exist, and each stage's report.
@@ -51,6 +57,7 @@ def transcribe_corpus(
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     settings = {"batch_size": batch_size, "beam_size": beam_size, "language": language}
+    precision = resolve_precision(device, precision)  # "auto" -> a dtype name
     with RunLock(run_dir):
         stages = [
             ingest_stage(run_dir, inputs, IngestOptions(), shard_size, retry_failed),
@@ -63,6 +70,7 @@ def transcribe_corpus(
                 asr_shard_size,
                 retry_failed,
                 parallel_shards,
+                precision,
             ),
         ]
         evaluation = evaluate_run(run_dir, {"normalizer": normalizer})
@@ -71,6 +79,7 @@ def transcribe_corpus(
             "title": f"Transcription review: {Path(run_dir).name}",
             "model": model,
             "device": device,
+            "precision": precision,
             "settings": settings,
             "inputs": inputs,
             "started_at": started_at,

@@ -20,16 +20,17 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from s2s_models import TranscribeOptions, load_asr
-from s2s_models.whisper.checkpoints import resolve_checkpoint
+from s2s_models.whisper.checkpoints import DTYPES, resolve_checkpoint
 from tasks.ingest import read_ingest_audio
 from tasks.schemas import TRANSCRIPTS
 from tasks.stage import file_sha256, fingerprint, write_part
 
 
 @functools.lru_cache(maxsize=2)
-def get_asr(model: str, device: str):
-    """The ASR model for this process, loaded on first use."""
-    return load_asr(model, device=device)
+def get_asr(model: str, device: str, precision: str = "float32"):
+    """The ASR model for this process, loaded on first use.
+    `precision`: a dtype name ("float32", "bfloat16", "float16")."""
+    return load_asr(model, device=device, dtype=DTYPES[precision])
 
 
 def model_fingerprint(model: str) -> str:
@@ -52,12 +53,18 @@ def transcribe_options(settings: dict) -> TranscribeOptions:
     return options
 
 
-def settings_json(options: TranscribeOptions) -> str:
-    return json.dumps(dataclasses.asdict(options), sort_keys=True, default=str)
+def settings_json(options: TranscribeOptions, precision: str) -> str:
+    """The decoding settings and the compute dtype (both change the output)."""
+    settings = {**dataclasses.asdict(options), "precision": precision}
+    return json.dumps(settings, sort_keys=True, default=str)
 
 
-def transcript_key(ingest_key: str, model_fp: str, options: TranscribeOptions) -> str:
-    return fingerprint("transcripts", ingest_key, model_fp, settings_json(options))
+def transcript_key(
+    ingest_key: str, model_fp: str, options: TranscribeOptions, precision: str
+) -> str:
+    return fingerprint(
+        "transcripts", ingest_key, model_fp, settings_json(options, precision)
+    )
 
 
 def _row(utt_id, key, result, duration_s, decode_s, meta) -> dict:
@@ -142,13 +149,15 @@ def transcribe_shard(
     device: str,
     settings: dict,
     model_fp: str,
+    precision: str = "float32",
 ) -> str:
-    """Transcribe `utt_ids` of one ingest part; write one transcripts part."""
+    """Transcribe `utt_ids` of one ingest part; write one transcripts part.
+    `precision`: the dtype name the flow resolved (part of every row's key)."""
     options = transcribe_options(settings)
-    asr = get_asr(model, device)
+    asr = get_asr(model, device, precision)
     found = read_ingest_audio(ingest_part, utt_ids)
     ids = [utt_id for utt_id, _, _ in found]
-    keys = [transcript_key(key, model_fp, options) for _, key, _ in found]
+    keys = [transcript_key(key, model_fp, options, precision) for _, key, _ in found]
     audios = [audio for _, _, audio in found]
     meta = {
         "model": model,
@@ -156,7 +165,7 @@ def transcribe_shard(
         "device": str(asr.device),
         "beam_size": options.beam_size or 1,
         "language_setting": options.language or "auto",
-        "decoding_settings": settings_json(options),
+        "decoding_settings": settings_json(options, precision),
     }
     rows = compute_transcripts(asr, ids, keys, audios, options, meta)
     out = pa.Table.from_pylist(rows, schema=TRANSCRIPTS)

@@ -434,6 +434,45 @@ def load_openai_weights(path: Path) -> tuple[WhisperDims, dict]:
 # ----------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU multiplies bfloat16 natively (AMX or AVX-512 BF16).
+
+    There bfloat16 Whisper is about twice as fast as float32 with the same corpus
+    WER (bench/RESULTS.md); elsewhere bfloat16 is emulated and slower.
+    """
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read()
+    except OSError:  # not Linux: stay with float32
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(device: str, precision: str = "auto") -> str:
+    """The compute dtype's name for `precision` on `device`.
+
+    "auto": float16 on CUDA, bfloat16 on a CPU with native bfloat16, else float32.
+    """
+    if precision != "auto":
+        if precision not in DTYPES:
+            raise ValueError(
+                f"precision must be auto, {', '.join(DTYPES)}; got {precision!r}"
+            )
+        return precision
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda":
+        return "float16"
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
 def _pick_device_dtype(device: str, dtype: torch.dtype | None):
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

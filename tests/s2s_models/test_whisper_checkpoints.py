@@ -248,3 +248,17 @@ def test_real_tiny_en_logits_match_transformers():
     diff = (_our_logits(model, mel, tokens) - _hf_logits(hf_model, mel, tokens)).abs()
     print(f"tiny.en logits max abs diff vs transformers: {diff.max().item():.2e}")
     assert diff.max() <= 1e-3
+
+
+def test_resolve_precision(monkeypatch):
+    import s2s_models.whisper.checkpoints as ckpt
+
+    assert ckpt.resolve_precision("cpu", "float32") == "float32"
+    assert ckpt.resolve_precision("cuda", "bfloat16") == "bfloat16"
+    assert ckpt.resolve_precision("cuda", "auto") == "float16"
+    monkeypatch.setattr(ckpt, "cpu_has_fast_bf16", lambda: True)
+    assert ckpt.resolve_precision("cpu", "auto") == "bfloat16"
+    monkeypatch.setattr(ckpt, "cpu_has_fast_bf16", lambda: False)
+    assert ckpt.resolve_precision("cpu", "auto") == "float32"
+    with pytest.raises(ValueError, match="precision must be"):
+        ckpt.resolve_precision("cpu", "int8")
