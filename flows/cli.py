@@ -92,6 +92,12 @@ def _print_transcribe_summary(summary: dict) -> None:
         print("WER           no references")
     print(f"flagged       {ev['n_flagged']} utterances")
     print(f"report        {summary['report']}")
+    if summary.get("export"):
+        done = summary["export"]
+        print(
+            f"exported      {done['n_files']} files to {done['dest']} "
+            f"({done['uploaded']} uploaded, {done['unchanged']} unchanged)"
+        )
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -125,6 +131,7 @@ def _run_transcribe(flow_fn, args: argparse.Namespace, parallel: int) -> dict:
         retry_failed=args.retry_failed,
         parallel_shards=parallel,
         precision=args.precision,
+        export_to=args.export_to,
     )
 
 
@@ -133,6 +140,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     path = review_run(run_dir=args.run_dir, compare_to=args.compare)
     print(f"report        {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from flows.export_run import export_run
+
+    done = export_run(run_dir=args.run_dir, dest=args.dest)
+    if args.json:
+        print(json.dumps(done, indent=2))
+    else:
+        print(
+            f"exported      {done['n_files']} files to {done['dest']} "
+            f"({done['uploaded']} uploaded, {done['bytes'] / 2**20:.1f} MB; "
+            f"{done['unchanged']} unchanged; {done['deleted']} deleted)"
+        )
     return 0
 
 
@@ -265,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also show what changed against another run",
     )
     p.add_argument(
+        "--export-to",
+        metavar="URI",
+        default=None,
+        help="at the end, mirror RUN_DIR to this fsspec URI (e.g. s3://bucket/run); "
+        "see 's2s export'",
+    )
+    p.add_argument(
         "--task-runner",
         default="local",
         choices=("local", "dask"),
@@ -295,6 +324,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="OTHER_RUN_DIR", default=None)
     p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "export",
+        help="copy a run folder to object storage (any fsspec URI)",
+        description="Mirror RUN_DIR's Parquet parts, stage records and report to "
+        "DEST (s3://..., gs://..., az://... with the matching fsspec package "
+        "installed, or a local folder). Only new or changed files are uploaded; "
+        "DEST/_export.json, written last, lists the snapshot with sha256 sums.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("dest", metavar="DEST")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "serve",

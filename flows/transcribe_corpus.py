@@ -19,6 +19,7 @@ from prefect.artifacts import (
 )
 
 from flows._stages import features_stage, ingest_stage, transcripts_stage
+from flows.export_run import export_task
 from s2s_models.whisper.checkpoints import resolve_precision
 from tasks.evaluate import evaluate_run
 from tasks.features import FeatureOptions
@@ -44,12 +45,14 @@ def transcribe_corpus(
     retry_failed: bool = False,
     parallel_shards: int = 1,
     precision: str = "auto",
+    export_to: str | None = None,
 ) -> dict:
     """Transcribe a corpus into RUN_DIR, score it, and write RUN_DIR/report.html.
 
     `precision`: Whisper's compute dtype, "auto" (float16 on CUDA, bfloat16 on a
     CPU with native bfloat16 such as AMX, else float32), "float32", "bfloat16" or
     "float16". It is part of each transcript's key: changing it redoes the stage.
+    `export_to`: an fsspec URI (e.g. s3://bucket/run) to mirror RUN_DIR to at the end.
 
     Returns a JSON-friendly summary: file counts, audio hours, RTFx, WER with its
     95% CI when references exist, and each stage's report.
@@ -88,7 +91,10 @@ def transcribe_corpus(
             "wall_seconds": round(time.perf_counter() - t0, 3),
         }
         report = report_run(run_dir, run_info, compare_to)
-    summary.update(evaluation=evaluation, report=report, run_info=run_info)
+        exported = export_task(run_dir, export_to) if export_to else None
+    summary.update(
+        evaluation=evaluation, report=report, run_info=run_info, export=exported
+    )
     _publish_artifacts(evaluation, run_info, report)
     return summary
 

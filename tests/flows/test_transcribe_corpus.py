@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import fsspec
+import pyarrow.parquet as pq
 import pytest
 
 from flows.transcribe_corpus import transcribe_corpus
@@ -31,7 +33,8 @@ def test_samples_with_broken_files_then_rerun_then_growth(tmp_path):
     run = str(tmp_path / "run")
     inputs = [str(corpus / "good"), str(corpus / "bad")]
 
-    summary = transcribe_corpus(inputs, run, asr_shard_size=4)
+    dest = "memory://s2s-flow-test/run"  # object storage stand-in
+    summary = transcribe_corpus(inputs, run, asr_shard_size=4, export_to=dest)
     assert summary["n_failed"] == 3
     transcripts = read_stage(run, "transcripts").to_pandas().set_index("utt_id")
     assert set(transcripts.index) == GOOD_IDS | {"one_sample"}
@@ -42,6 +45,11 @@ def test_samples_with_broken_files_then_rerun_then_growth(tmp_path):
     assert ev["wer_ci_low"] <= ev["wer"] <= ev["wer_ci_high"]
     report = Path(summary["report"]).read_text()
     assert "<audio" in report and "jfk" in report
+
+    fs, root = fsspec.core.url_to_fs(dest)
+    exported = pq.read_table(f"{root}/transcripts", filesystem=fs)
+    assert sorted(exported["text"].to_pylist()) == sorted(transcripts["text"])
+    assert fs.exists(f"{root}/report.html")
 
     again = transcribe_corpus(inputs, run, asr_shard_size=4)
     assert again["stages"]["transcripts"]["n_todo"] == 0
