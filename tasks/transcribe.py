@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
 from prefect import task
 from prefect.cache_policies import NONE
 
@@ -24,6 +26,8 @@ from s2s_models.whisper.checkpoints import DTYPES, resolve_checkpoint
 from tasks.ingest import read_ingest_audio
 from tasks.schemas import TRANSCRIPTS
 from tasks.stage import file_sha256, fingerprint, write_part
+
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=2)
@@ -98,6 +102,31 @@ def _failed(utt_id, key, duration_s, error, meta) -> dict:
     }
 
 
+def transcribe_with_backoff(asr, audios: list[np.ndarray], options: TranscribeOptions):
+    """`asr.transcribe`, halving the batch size on out-of-memory instead of failing.
+
+    A GPU shared with other jobs, or a shard of unusually long windows, can run out
+    of memory at a batch size that usually fits; the shard then goes on at half the
+    batch (down to 1) rather than failing. Each 30 s window is decoded on its own,
+    so the batch size does not change the transcripts.
+    """
+    while True:
+        try:
+            return asr.transcribe(audios, options)
+        except torch.OutOfMemoryError:
+            if options.batch_size <= 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            smaller = max(1, options.batch_size // 2)
+            log.warning(
+                "out of memory at batch size %d; retrying the shard at %d",
+                options.batch_size,
+                smaller,
+            )
+            options = dataclasses.replace(options, batch_size=smaller)
+
+
 def compute_transcripts(
     asr,
     utt_ids: list[str],
@@ -115,7 +144,7 @@ def compute_transcripts(
     durations = [a.size / 16000 for a in audios]
     started = time.perf_counter()
     try:
-        results = asr.transcribe(audios, options)
+        results = transcribe_with_backoff(asr, audios, options)
         errors = [None] * len(audios)
     except Exception:  # noqa: BLE001 - isolate the failing item(s) below
         results, errors = [], []
