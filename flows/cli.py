@@ -256,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size",
         type=int,
-        default=8,
-        help="30 s chunks decoded together (default: 8)",
+        default=0,
+        help="30 s windows decoded together; 0 (default): auto, from free GPU "
+        "memory on CUDA (up to 256, halved on out-of-memory), 8 on CPU",
     )
     p.add_argument(
         "--asr-shard-size",

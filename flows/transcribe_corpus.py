@@ -35,7 +35,7 @@ def transcribe_corpus(
     run_dir: str,
     model: str = "tiny.en",
     device: str = "auto",
-    batch_size: int = 8,
+    batch_size: int = 0,
     beam_size: int = 1,
     language: str | None = None,
     shard_size: int = 256,

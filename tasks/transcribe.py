@@ -23,6 +23,7 @@ from prefect.cache_policies import NONE
 
 from s2s_models import TranscribeOptions, load_asr
 from s2s_models.whisper.checkpoints import DTYPES, resolve_checkpoint
+from s2s_models.whisper.longform import auto_batch_size
 from tasks.ingest import read_ingest_audio
 from tasks.schemas import TRANSCRIPTS
 from tasks.stage import file_sha256, fingerprint, write_part
@@ -114,14 +115,17 @@ def transcribe_with_backoff(asr, audios: list[np.ndarray], options: TranscribeOp
         try:
             return asr.transcribe(audios, options)
         except torch.OutOfMemoryError:
-            if options.batch_size <= 1:
+            current = options.batch_size or auto_batch_size(
+                asr.model, options.beam_size
+            )  # 0 = auto: the size that was just tried
+            if current <= 1:
                 raise
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-            smaller = max(1, options.batch_size // 2)
+            smaller = max(1, current // 2)
             log.warning(
                 "out of memory at batch size %d; retrying the shard at %d",
-                options.batch_size,
+                current,
                 smaller,
             )
             options = dataclasses.replace(options, batch_size=smaller)

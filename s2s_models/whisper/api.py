@@ -40,7 +40,8 @@ class TranscribeOptions:
     language: str | None = None  # None: "en" for *.en models, detected otherwise
     task: str = "transcribe"  # or "translate" (to English; multilingual models)
     beam_size: int = 1  # 1: greedy; > 1: beam search at temperature 0
-    batch_size: int = 8  # 30 s windows decoded together (across files)
+    batch_size: int = 8  # 30 s windows decoded together (across files); 0: auto
+    # (from free GPU memory on CUDA, 8 on CPU; longform.auto_batch_size)
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)  # fallback
     compression_ratio_threshold: float | None = 2.4  # above: retry hotter / drop
     logprob_threshold: float | None = -1.0  # avg log-prob below: retry hotter
@@ -77,8 +78,8 @@ class TranscribeOptions:
             raise ValueError(
                 f"feature_padding must be mel or audio: {self.feature_padding!r}"
             )
-        if self.batch_size < 1 or self.beam_size < 1:
-            raise ValueError("batch_size and beam_size must be >= 1")
+        if self.batch_size < 0 or self.beam_size < 1:
+            raise ValueError("batch_size must be >= 0 (0: auto), beam_size >= 1")
         if not self.temperatures or any(t < 0 for t in self.temperatures):
             raise ValueError("temperatures must be a non-empty tuple of values >= 0")
         if not 1.0 < self.max_chunk_s <= WINDOW_S:

@@ -45,7 +45,7 @@ from s2s_models.whisper.decoding import (
     compression_ratio,
     decode_with_fallback,
 )
-from s2s_models.whisper.model import Whisper
+from s2s_models.whisper.model import Whisper, WhisperDims
 from s2s_models.whisper.tokenizer import TIME_PRECISION, WhisperTokenizer
 
 FRAMES_PER_TIMESTAMP = round(TIME_PRECISION * SAMPLE_RATE / HOP_LENGTH)  # 2
@@ -283,6 +283,41 @@ def window_segments(
     return segments
 
 
+CPU_BATCH_SIZE = 8  # bench/RESULTS.md: 8-16 windows are best on 2 cores
+MAX_BATCH_SIZE = 256
+GPU_MEMORY_SHARE = 0.7  # of the free memory, for the batch's working set
+
+
+def window_bytes(dims: WhisperDims, dtype_bytes: int, beam_size: int = 1) -> int:
+    """Working memory one 30 s window needs while it is decoded, estimated from
+    the architecture: cross-attention K/V of every decoder layer (kept for the
+    whole decode), self-attention K/V grown to the full text context, the
+    encoder's largest live activations (the 4x MLP and attention projections,
+    about 12 copies of one layer's output) and float32 logits."""
+    cross_kv = 2 * dims.n_text_layer * dims.n_audio_ctx * dims.n_text_state
+    self_kv = 2 * dims.n_text_layer * dims.n_text_ctx * dims.n_text_state * beam_size
+    encoder = 12 * dims.n_audio_ctx * dims.n_audio_state
+    logits = 4 * dims.n_vocab * beam_size  # bytes, always float32
+    return dtype_bytes * (cross_kv + self_kv + encoder) + logits
+
+
+def auto_batch_size(model: Whisper, beam_size: int = 1, free_bytes=None) -> int:
+    """Windows per batch for `TranscribeOptions.batch_size = 0` ("auto").
+
+    On CUDA: as many as `GPU_MEMORY_SHARE` of the free memory holds by
+    `window_bytes`, between 1 and `MAX_BATCH_SIZE` (an out-of-memory error is still
+    caught upstream, which halves the batch). On CPU: `CPU_BATCH_SIZE`.
+    """
+    param = next(model.parameters())
+    if param.device.type != "cuda" and free_bytes is None:
+        return CPU_BATCH_SIZE
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(param.device)
+    per_window = window_bytes(model.dims, param.element_size(), beam_size)
+    fits = int(free_bytes * GPU_MEMORY_SHARE // per_window)
+    return max(1, min(MAX_BATCH_SIZE, fits))
+
+
 def transcribe_vad_batched(
     model: Whisper,
     tokenizer: WhisperTokenizer,
@@ -314,8 +349,9 @@ def transcribe_vad_batched(
     total_s = sum(len(a) for a in audios) / SAMPLE_RATE
     window_total = sum(w.duration_s for w in windows) or 1.0
     done = 0.0
-    for first in range(0, len(windows), options.batch_size):
-        batch = windows[first : first + options.batch_size]
+    batch_size = options.batch_size or auto_batch_size(model, options.beam_size)
+    for first in range(0, len(windows), batch_size):
+        batch = windows[first : first + batch_size]
         pieces = [_samples(audios[w.item], w.start_s, w.end_s) for w in batch]
         results = _decode(
             model,

@@ -193,3 +193,23 @@ def test_silence_gives_empty_text_in_both_modes(asr):
         [result] = asr.transcribe([quiet], TranscribeOptions(longform_mode=mode))
         assert result.text == "" and result.segments == []
         assert result.duration_s == pytest.approx(45.0)
+
+
+def test_auto_batch_size_from_free_memory():
+    import torch
+
+    from s2s_models.whisper.model import Whisper, WhisperDims
+
+    dims = WhisperDims(80, 1500, 384, 6, 4, 51864, 448, 384, 6, 4)  # tiny.en
+    model = Whisper(dims).half()
+    per_window = longform.window_bytes(dims, 2)
+    # tiny.en in float16: cross K/V 9.2 MB, self K/V 2.8 MB, encoder 13.8 MB
+    assert 25e6 < per_window < 30e6
+    assert longform.auto_batch_size(model) == longform.CPU_BATCH_SIZE  # no GPU
+    free = 80e9  # an idle 80 GB GPU holds far more than the cap
+    assert longform.auto_batch_size(model, free_bytes=free) == longform.MAX_BATCH_SIZE
+    busy = 10 * per_window / longform.GPU_MEMORY_SHARE
+    assert longform.auto_batch_size(model, free_bytes=busy) == 10
+    assert longform.auto_batch_size(model, beam_size=5, free_bytes=busy) < 10
+    assert longform.auto_batch_size(model, free_bytes=1) == 1
+    assert model.dtype == torch.float16
