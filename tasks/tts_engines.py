@@ -40,11 +40,23 @@ import s2s_models
 from s2s_models.speecht5 import SpeechT5TTS, load_speecht5
 from s2s_models.speecht5.phonemes import SYMBOLS_FILE, PhonemeTokenizer
 from s2s_models.speecht5.tokenizer import VOCAB_FILE, SpeechT5Tokenizer
+from s2s_models.whisper.checkpoints import verify_sha256
 from tasks.stage import file_sha256, fingerprint
 
 ENGINES = ("speecht5", "piper", "espeak")
 TEACHERS = ("piper", "espeak")
 DEFAULT_VOICE_DIR = Path(s2s_models.__file__).resolve().parent / "voices" / "default"
+# sha256 of the bundled default voice, checked before it is loaded (a truncated
+# copy or a Git LFS pointer fails with a clear error instead of a bad model)
+DEFAULT_VOICE_SHA256 = {
+    "config.json": "fbffb2417d29501cc1f57431247e44738d4eaa072e1a7815a85d4b24fa280d3c",
+    "model.safetensors": (
+        "a263f5c02e4ffc6e6549bd07b61a88c00751c5c5bf44517c98dacb51793184b9"
+    ),
+    "phonemes.json": (
+        "808dd8b31fc3ab4633ff9b598fcb42a76f115f2f2a9b2679259bd5724006ded3"
+    ),
+}
 SPEAKER_FILE = "speaker_embedding.npy"
 N_SPEAKER = 512  # x-vector size of SpeechT5 voices
 ESPEAK_TIMEOUT_S = 120
@@ -129,6 +141,9 @@ def voice_fingerprint(voice: str) -> str:
 def load_speecht5_voice(voice: str) -> SpeechT5Voice:
     """Load (once per process) a SpeechT5 voice folder."""
     root = resolve_voice_dir(voice)
+    if root == DEFAULT_VOICE_DIR:
+        for name, digest in DEFAULT_VOICE_SHA256.items():
+            verify_sha256(root / name, digest)
     model = load_speecht5(root)
     tokenizer = voice_tokenizer(root)
     speaker = None

@@ -83,7 +83,9 @@ def _package_file(package: str, relative: str) -> Path:
     return Path(str(root.joinpath(relative)))
 
 
-def _verify_sha256(path: Path, expected: str) -> None:
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise ChecksumError unless the file's sha256 is `expected` (cached by
+    path, size and mtime)."""
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     if key in _VERIFIED:
@@ -121,7 +123,7 @@ def _bundled_weight_files(name: str) -> list[Path]:
     files = []
     for package, relative, sha256 in _REGISTRY[name].weight_parts:
         path = _package_file(package, relative)
-        _verify_sha256(path, sha256)
+        verify_sha256(path, sha256)
         files.append(path)
     return files
 

@@ -24,6 +24,17 @@ def test_default_voice_files_and_size():
     assert config["format"] == "s2s-speecht5"
 
 
+def test_default_voice_is_checked_by_sha256(monkeypatch):
+    import s2s_models.whisper.checkpoints as checkpoints
+    import tasks.tts_engines as engines
+
+    monkeypatch.setattr(checkpoints, "_VERIFIED", set())
+    wrong = {**engines.DEFAULT_VOICE_SHA256, "model.safetensors": "0" * 64}
+    monkeypatch.setattr(engines, "DEFAULT_VOICE_SHA256", wrong)
+    with pytest.raises(checkpoints.ChecksumError, match="model.safetensors"):
+        load_speecht5_voice.__wrapped__("default")  # not the cached voice
+
+
 @pytest.mark.slow
 def test_default_voice_is_understood_by_whisper():
     voice = load_speecht5_voice("default")
