@@ -51,7 +51,7 @@ DEFAULT_VOICE_DIR = Path(s2s_models.__file__).resolve().parent / "voices" / "def
 DEFAULT_VOICE_SHA256 = {
     "config.json": "fbffb2417d29501cc1f57431247e44738d4eaa072e1a7815a85d4b24fa280d3c",
     "model.safetensors": (
-        "a263f5c02e4ffc6e6549bd07b61a88c00751c5c5bf44517c98dacb51793184b9"
+        "8a8b3a2c8f8433c303c226e4889a2efe1ea6bd92de058286bd154c9ffc834b39"
     ),
     "phonemes.json": (
         "808dd8b31fc3ab4633ff9b598fcb42a76f115f2f2a9b2679259bd5724006ded3"
