@@ -19,7 +19,7 @@ from prefect.cache_policies import NONE
 from s2s_models.audio import N_FFT, SAMPLE_RATE, log_mel_spectrogram_blockwise
 from tasks.ingest import iter_ingest_audio
 from tasks.schemas import FEATURES, float16_matrix_column
-from tasks.stage import fingerprint, write_part
+from tasks.stage import fingerprint, release_memory, write_part
 
 SILENCE_DBFS = -60.0
 CLIP_LEVEL = 0.999
@@ -142,7 +142,9 @@ def features_shard(
         rows, schema=FEATURES.remove(FEATURES.get_field_index("log_mel"))
     )
     out = out.append_column(FEATURES.field("log_mel"), float16_matrix_column(mels))
-    return str(write_part(run_dir, "features", part_index, out))
+    path = str(write_part(run_dir, "features", part_index, out))
+    release_memory()
+    return path
 
 
 def options_dict(options: FeatureOptions) -> dict:

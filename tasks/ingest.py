@@ -36,6 +36,7 @@ from tasks.stage import (
     fingerprint,
     is_done,
     prepare_stage,
+    release_memory,
     write_part,
 )
 
@@ -439,7 +440,9 @@ def ingest_shard(
         [SourceItem(**d) for d in items], request_keys, IngestOptions(**options)
     )
     table = pa.Table.from_pylist(rows, schema=INGEST)
-    return str(write_part(run_dir, "ingest", part_index, table))
+    path = str(write_part(run_dir, "ingest", part_index, table))
+    release_memory()
+    return path
 
 
 def item_to_dict(item: SourceItem) -> dict:

@@ -26,8 +26,10 @@ Rules that make a stage restartable:
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -157,6 +159,22 @@ def _row_group_rows(table: pa.Table) -> int:
     """Rows per row group so that a group is about ROW_GROUP_BYTES in memory."""
     per_row = table.nbytes / max(1, table.num_rows)
     return max(1, min(table.num_rows, int(ROW_GROUP_BYTES / max(per_row, 1.0))))
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the OS after a shard (Linux glibc only).
+
+    Without it glibc keeps the freed pages of every shard's many short-lived
+    buffers (decoded audio, FLAC bytes, tensors), and the peak RSS of a long run
+    creeps up shard after shard. Measured on 1,000 files (`bench/RESULTS.md`): peak
+    1,307 MB without, 1,144 MB with; resident between shards 1,140 vs 750 MB.
+    """
+    gc.collect()
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to do
+        return
+    libc.malloc_trim(0)
 
 
 def write_part(run_dir: str | Path, stage: str, index: int, table: pa.Table) -> Path:
@@ -454,6 +472,7 @@ __all__ = [
     "prepare_stage",
     "read_part",
     "read_stage",
+    "release_memory",
     "read_stage_record",
     "stage_dir",
     "write_part",

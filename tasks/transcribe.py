@@ -26,7 +26,7 @@ from s2s_models.whisper.checkpoints import DTYPES, resolve_checkpoint
 from s2s_models.whisper.longform import auto_batch_size
 from tasks.ingest import read_ingest_audio
 from tasks.schemas import TRANSCRIPTS
-from tasks.stage import file_sha256, fingerprint, write_part
+from tasks.stage import file_sha256, fingerprint, release_memory, write_part
 
 log = logging.getLogger(__name__)
 
@@ -202,4 +202,6 @@ def transcribe_shard(
     }
     rows = compute_transcripts(asr, ids, keys, audios, options, meta)
     out = pa.Table.from_pylist(rows, schema=TRANSCRIPTS)
-    return str(write_part(run_dir, "transcripts", part_index, out))
+    path = str(write_part(run_dir, "transcripts", part_index, out))
+    release_memory()
+    return path

@@ -26,7 +26,7 @@ def test_options_round_trip_through_json():
     "bad",
     [
         {"longform_mode": "chunked"},
-        {"batch_size": 0},
+        {"batch_size": -1},  # 0 is auto
         {"beam_size": 0},
         {"temperatures": ()},
         {"max_chunk_s": 45.0},
@@ -86,7 +86,7 @@ def test_bad_input_raises(asr):
     with pytest.raises(ValueError, match="NaN"):
         asr.transcribe([np.full(SR, np.nan, np.float32)])
     with pytest.raises(ValueError):
-        asr.transcribe([np.zeros(SR, np.float32)], TranscribeOptions(batch_size=0))
+        asr.transcribe([np.zeros(SR, np.float32)], TranscribeOptions(batch_size=-1))
 
 
 @pytest.mark.slow
