@@ -7,7 +7,6 @@ from dataclasses import asdict
 
 from flows._common import StageReport, finish_stage, part_indices, run_shards
 from flows._runners import gpu_annotation
-from s2s_models.whisper.checkpoints import resolve_precision
 from tasks.features import FeatureOptions, feature_key, features_shard
 from tasks.ingest import IngestOptions, ingest_shard, item_to_dict, plan_ingest
 from tasks.stage import plan_downstream, shard_seconds
@@ -102,14 +101,14 @@ def transcripts_stage(
     shard_size: int,
     retry_failed: bool,
     parallel_shards: int = 1,
-    precision: str = "auto",
+    precision: str = "float32",
 ) -> StageReport:
     """`parallel_shards`: shards in flight at once. 1 locally (one model in the
     process, shards queue behind each other); the number of workers on Dask.
-    `precision`: compute dtype; "auto" is resolved here, once, for the whole run."""
+    `precision`: the compute dtype's name, resolved once for the whole run by the
+    flow (`resolve_precision`), since it is part of every row's key."""
     started = time.perf_counter()
     options = transcribe_options(settings)
-    precision = resolve_precision(device, precision)
     model_fp = model_fingerprint(model)
     shards, wanted = plan_downstream(
         run_dir,

@@ -93,11 +93,7 @@ def _print_transcribe_summary(summary: dict) -> None:
     print(f"flagged       {ev['n_flagged']} utterances")
     print(f"report        {summary['report']}")
     if summary.get("export"):
-        done = summary["export"]
-        print(
-            f"exported      {done['n_files']} files to {done['dest']} "
-            f"({done['uploaded']} uploaded, {done['unchanged']} unchanged)"
-        )
+        _print_export(summary["export"])
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
@@ -143,6 +139,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_export(done: dict) -> None:
+    print(
+        f"exported      {done['n_files']} files to {done['dest']} "
+        f"({done['uploaded']} uploaded, {done['bytes'] / 2**20:.1f} MB; "
+        f"{done['unchanged']} unchanged; {done['deleted']} deleted)"
+    )
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from flows.export_run import export_run
 
@@ -150,11 +154,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(done, indent=2))
     else:
-        print(
-            f"exported      {done['n_files']} files to {done['dest']} "
-            f"({done['uploaded']} uploaded, {done['bytes'] / 2**20:.1f} MB; "
-            f"{done['unchanged']} unchanged; {done['deleted']} deleted)"
-        )
+        _print_export(done)
     return 0
 
 

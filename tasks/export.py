@@ -21,7 +21,6 @@ exported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 from datetime import UTC, datetime
@@ -29,9 +28,9 @@ from pathlib import Path
 
 import fsspec
 
+from tasks.stage import QUARANTINE_DIR, file_sha256
+
 MANIFEST = "_export.json"
-SKIPPED_DIRS = frozenset({"_corrupt"})
-BLOCK_BYTES = 1 << 20
 
 
 def run_files(run_dir: str | Path) -> list[str]:
@@ -44,20 +43,12 @@ def run_files(run_dir: str | Path) -> list[str]:
         rel = path.relative_to(root)
         if not path.is_file() or path.is_symlink():
             continue
-        if any(p.startswith(".") or p in SKIPPED_DIRS for p in rel.parts):
+        if any(p.startswith(".") or p == QUARANTINE_DIR for p in rel.parts):
             continue
         if rel.as_posix() == MANIFEST:
             continue
         out.append(rel.as_posix())
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_manifest(fs, root: str) -> dict:
@@ -82,8 +73,9 @@ def export_run(run_dir: str | Path, dest: str, progress=None) -> dict:
     uploaded = unchanged = n_bytes = 0
     for rel in run_files(root):
         local = root / rel
-        size = local.stat().st_size
-        sha = _sha256(local)
+        stat = local.stat()
+        size = stat.st_size
+        sha = file_sha256(str(local), size, stat.st_mtime_ns)
         files[rel] = {"size": size, "sha256": sha}
         target = posixpath.join(dest_root, rel)
         if previous.get(rel) == files[rel] and fs.exists(target):

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 TMP_MARKER = ".tmp-"
+QUARANTINE_DIR = "_corrupt"  # <stage>/_corrupt/: unreadable parts moved aside
 CODE_VERSION = "0.1.0"
 
 
@@ -137,7 +138,7 @@ def prepare_stage(run_dir: str | Path, stage: str) -> list[Path]:
         except StageError:
             raise
         except Exception as exc:  # noqa: BLE001 - any read failure means corrupt
-            quarantine = folder / "_corrupt"
+            quarantine = folder / QUARANTINE_DIR
             quarantine.mkdir(exist_ok=True)
             target = quarantine / f"{path.name}.{int(time.time())}"
             path.rename(target)
@@ -388,12 +389,11 @@ def plan_downstream(
     done = existing_rows(prepare_stage(run_dir, stage))
     wanted: dict[str, str] = {}
     shards: list[Shard] = []
+    columns = ["utt_id", "input_key", "status"]
+    if "duration_s" in SCHEMAS[upstream].names:
+        columns.append("duration_s")
     for path in list_parts(run_dir, upstream):
-        names = pq.ParquetFile(path).schema_arrow.names
-        columns = ["utt_id", "input_key", "status"]
-        cols = pq.read_table(
-            path, columns=columns + (["duration_s"] if "duration_s" in names else [])
-        ).to_pydict()
+        cols = pq.read_table(path, columns=columns).to_pydict()
         seconds = cols.get("duration_s") or [0.0] * len(cols["utt_id"])
         todo, todo_s = [], []
         for utt_id, up_key, status, dur in zip(
@@ -472,8 +472,8 @@ __all__ = [
     "prepare_stage",
     "read_part",
     "read_stage",
-    "release_memory",
     "read_stage_record",
+    "release_memory",
     "stage_dir",
     "write_part",
     "write_stage_record",

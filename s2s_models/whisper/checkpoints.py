@@ -468,20 +468,23 @@ def resolve_precision(device: str, precision: str = "auto") -> str:
                 f"precision must be auto, {', '.join(DTYPES)}; got {precision!r}"
             )
         return precision
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda":
+    if _resolve_device(device).type == "cuda":
         return "float16"
     return "bfloat16" if cpu_has_fast_bf16() else "float32"
 
 
-def _pick_device_dtype(device: str, dtype: torch.dtype | None):
+def _resolve_device(device: str | torch.device) -> torch.device:
+    """ "auto" is CUDA when available, else the CPU."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    return torch.device(device)
+
+
+def _pick_device_dtype(device: str, dtype: torch.dtype | None):
+    device = _resolve_device(device)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+    if dtype not in DTYPES.values():
         raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
     return device, dtype
 
