@@ -117,7 +117,7 @@ def cmd_train_tts(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, max_minutes=args.max_minutes,
         eval_every=args.eval_every, eval_sentences=args.eval_sentences,
         asr_models=tuple(args.asr_model or ["tiny.en"]), device=args.device,
-        config=config,
+        config=config, cooldown_steps=args.cooldown_steps,
     )  # fmt: skip
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -144,6 +144,9 @@ def register_train(subparsers) -> None:
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop (with a checkpoint) after this wall time")  # fmt: skip
     p.add_argument("--eval-every", type=int, default=1000, help="steps between evals")
+    p.add_argument("--cooldown-steps", type=int, default=None, metavar="N",
+                   help="decay the learning rate linearly to zero over the next "
+                   "N steps, then stop (rerun to resume the cool-down)")  # fmt: skip
     p.add_argument("--eval-sentences", type=int, default=20,
                    help="held-out sentences synthesized per evaluation")  # fmt: skip
     p.add_argument("--asr-model", action="append", default=None,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from prefect import flow, task
@@ -46,6 +46,20 @@ def read_heldout(path: str | Path) -> list[str]:
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def start_cooldown(trainer: Trainer, n_steps: int) -> int:
+    """Begin (or keep) a cool-down on ``trainer``; returns the step it ends at."""
+    config = trainer.config
+    if config.cooldown_start is None:
+        config = replace(
+            config, cooldown_start=trainer.state.step, cooldown_steps=n_steps
+        )
+        trainer.config = config
+        trainer.save("latest")  # a killed cool-down resumes with the same schedule
+    end = config.cooldown_start + config.cooldown_steps
+    _say(f"cool-down: learning rate to zero from step {config.cooldown_start} to {end}")
+    return end
 
 
 @task(name="prepare-training-data", cache_policy=NONE)
@@ -142,10 +156,13 @@ def train_tts(
     asr_models: tuple[str, ...] = ("tiny.en",),
     device: str = "auto",
     config: dict | None = None,
+    cooldown_steps: int | None = None,
 ) -> dict:
     """Train (or resume) the voice in ``ckpt_dir``; returns the last evaluation and
     where the checkpoints are. ``config`` overrides ``TrainConfig`` fields for a new
-    run (a resumed run keeps the configuration it started with)."""
+    run (a resumed run keeps the configuration it started with). ``cooldown_steps``
+    starts a linear decay of the learning rate to zero from the current step and
+    ends training there; rerunning with it resumes the same cool-down."""
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
     heldout = read_heldout(heldout_file)
     out = Path(ckpt_dir)
@@ -156,6 +173,8 @@ def train_tts(
             f"{out}: step {trainer.state.step}, {trainer.n_parameters / 1e6:.1f} M "
             f"parameters on {trainer.device}, config {asdict(trainer.config)}"
         )
+        if cooldown_steps:
+            max_steps = start_cooldown(trainer, cooldown_steps)
         data, counts = prepare_training_data(trainer, dataset, heldout)
         eval_texts = heldout[:eval_sentences]
         record = {}

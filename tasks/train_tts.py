@@ -66,6 +66,9 @@ class TrainConfig:
     stop_pos_weight: float = 5.0
     guided_attention: float = 10.0
     guided_heads: int = 2
+    # schedule: optional linear cool-down to zero, started on a running voice
+    cooldown_start: int | None = None  # step where the cool-down began
+    cooldown_steps: int = 0
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -115,9 +118,18 @@ def pick_device(device: str) -> torch.device:
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up to ``lr``, then inverse square-root decay."""
+    """Linear warm-up to ``lr``, then inverse square-root decay; with a cool-down,
+    linear from the rate at ``cooldown_start`` to zero ``cooldown_steps`` later."""
     warm = max(config.warmup_steps, 1)
-    return config.lr * min((step + 1) / warm, math.sqrt(warm / (step + 1)))
+
+    def base(s: int) -> float:
+        return config.lr * min((s + 1) / warm, math.sqrt(warm / (s + 1)))
+
+    start = config.cooldown_start
+    if start is None or step < start or config.cooldown_steps <= 0:
+        return base(step)
+    left = 1.0 - (step - start) / config.cooldown_steps
+    return base(start) * max(left, 0.0)
 
 
 class Trainer:

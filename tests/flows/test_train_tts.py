@@ -20,7 +20,7 @@ from s2s_models.speecht5 import SpeechT5TTS
 from s2s_models.speecht5.phonemes import PhonemeTokenizer
 from s2s_models.speecht5.training import collate, decoder_inputs, tts_losses
 from tasks.schemas import TTS_AUDIO
-from tasks.train_tts import TrainConfig
+from tasks.train_tts import TrainConfig, lr_at
 from tasks.tts_engines import load_speecht5_voice
 
 TINY = {
@@ -109,6 +109,17 @@ def test_losses_teacher_forcing_layout():
 
 
 @pytest.mark.usefixtures("prefect_harness")
+def test_learning_rate_schedule_with_cooldown():
+    plain = TrainConfig(lr=1e-3, warmup_steps=100)
+    assert lr_at(49, plain) == pytest.approx(0.5e-3)  # warm-up
+    assert lr_at(399, plain) == pytest.approx(0.5e-3)  # 1/sqrt decay
+    cool = TrainConfig(lr=1e-3, warmup_steps=100, cooldown_start=399, cooldown_steps=10)
+    assert lr_at(398, cool) == lr_at(398, plain)
+    assert lr_at(399, cool) == pytest.approx(0.5e-3)
+    assert lr_at(404, cool) == pytest.approx(0.25e-3)
+    assert lr_at(409, cool) == 0.0 and lr_at(500, cool) == 0.0
+
+
 def test_train_resume_and_use_as_voice(tmp_path, dataset):
     heldout = tmp_path / "heldout.txt"
     heldout.write_text("\n".join(HELDOUT) + "\n")
@@ -145,6 +156,14 @@ def test_train_resume_and_use_as_voice(tmp_path, dataset):
     assert second["step"] == 12 and second["data"]["cached"] is True
     trainer = json.loads((ckpt / "latest" / "trainer.json").read_text())
     assert trainer["state"]["step"] == 12 and trainer["config"]["n_state"] == 32
+
+    # cool-down: the rate falls linearly to zero over 4 more steps, then it stops;
+    # rerunning keeps the schedule it began with
+    third = train_tts(max_steps=1000, cooldown_steps=4, **kwargs)
+    assert third["step"] == 16
+    saved = json.loads((ckpt / "latest" / "trainer.json").read_text())["config"]
+    assert (saved["cooldown_start"], saved["cooldown_steps"]) == (12, 4)
+    assert train_tts(max_steps=1000, cooldown_steps=50, **kwargs)["step"] == 16
 
     voice = load_speecht5_voice(str(ckpt / "best"))
     assert isinstance(voice.tokenizer, PhonemeTokenizer)
