@@ -35,9 +35,11 @@ windows out of it, the openai convention (the ``max - 8`` floor spans the record
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 
@@ -56,6 +58,56 @@ assert N_FRAMES == 3000
 assert FRAMES_PER_SECOND * HOP_LENGTH == SAMPLE_RATE
 
 _FILTER_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+
+
+class FlacAudio:
+    """Mono audio kept as its FLAC bytes and decoded one slice at a time.
+
+    Long recordings are passed around in this form so that memory follows the
+    compressed file (about a quarter of float32 for speech) and the slice being
+    worked on, not the whole waveform. It behaves like a read-only 1-D float32
+    array for ``len()``, ``.size``, ``.shape`` and ``audio[a:b]`` (a new array,
+    decoded from the nearest FLAC frame); ``np.asarray(audio)`` decodes all of it.
+    Functions here and in ``s2s_models.whisper`` that read audio in slices (VAD,
+    VAD-window transcription, blockwise log-mel) accept it wherever they take an
+    ``np.ndarray``.
+    """
+
+    ndim = 1
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, data: bytes):
+        self.data = data
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            if f.channels != 1:
+                raise ValueError(f"FlacAudio is mono only, got {f.channels} channels")
+            self.sample_rate, self.frames = f.samplerate, f.frames
+
+    def __len__(self) -> int:
+        return self.frames
+
+    @property
+    def size(self) -> int:
+        return self.frames
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.frames,)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("FlacAudio supports slices only, e.g. audio[a:b]")
+        start, stop, step = key.indices(self.frames)
+        if step != 1:
+            raise ValueError("FlacAudio slices must be contiguous (step 1)")
+        if stop <= start:
+            return np.zeros(0, dtype=np.float32)
+        with sf.SoundFile(io.BytesIO(self.data)) as f:
+            f.seek(start)
+            return f.read(stop - start, dtype="float32")
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self[:] if dtype is None else self[:].astype(dtype)
 
 
 def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
@@ -215,12 +267,14 @@ def log_mel_spectrogram_blockwise(
     this keeps one block's STFT (3000 frames: 5 MB) alive at a time. Each block's
     frames are cut from the same reflect-padded signal the centred STFT would see,
     so the result equals the one-shot function up to float rounding. The ``max - 8``
-    floor still spans the whole recording (applied after the last block).
+    floor still spans the whole recording (applied after the last block). ``audio``
+    may be a :class:`FlacAudio`, then only one block is ever decoded at a time.
     Returns ``(n_mels, n_samples // HOP_LENGTH)`` float32 on the CPU.
     """
-    audio = np.ascontiguousarray(audio, dtype=np.float32)
+    if not isinstance(audio, FlacAudio):  # FlacAudio: decoded block by block
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
     assert audio.ndim == 1, "one recording at a time"
-    n, half = audio.size, N_FFT // 2
+    n, half = len(audio), N_FFT // 2
     assert n > half, f"need more than {half} samples for the reflect padding"
     n_frames = n // HOP_LENGTH  # the centred STFT's 1 + n // hop, minus the last
     out = torch.empty(n_mels, n_frames)

@@ -86,7 +86,9 @@ def _features_row(
 ) -> dict:
     # The centred STFT reflects N_FFT // 2 samples at each end, so clips shorter
     # than that (a few ms) are zero-padded to one window first.
-    padded = np.pad(audio, (0, max(0, N_FFT - audio.size)))
+    padded = audio
+    if len(audio) < N_FFT:
+        padded = np.pad(np.asarray(audio), (0, N_FFT - len(audio)))
     with torch.inference_mode():  # block by block: an hour-long file stays cheap
         mel = log_mel_spectrogram_blockwise(
             padded, n_mels=options.n_mels, device=options.device

@@ -29,6 +29,7 @@ import soxr
 from prefect import task
 from prefect.cache_policies import NONE
 
+from s2s_models.audio import FlacAudio
 from tasks.stage import (
     SHARD_MAX_SOURCE_BYTES,
     chunked_by,
@@ -48,6 +49,9 @@ MANIFEST_NAMES = ("manifest.csv", "manifest.jsonl", "manifest.parquet")
 TARGET_SAMPLE_RATE = 16000
 HASH_BLOCK_BYTES = 1 << 20
 DECODE_BLOCK_SECONDS = 30
+# Downstream stages get recordings longer than this as FlacAudio (decoded slice by
+# slice) instead of float32 arrays: 2 minutes is 7.7 MB of floats.
+STREAM_ABOVE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -267,44 +271,68 @@ def _sha256(path: str) -> tuple[str, int]:
     return digest.hexdigest(), n
 
 
-def decode_audio(
-    path: str, sample_rate: int, quality: str = "HQ"
-) -> tuple[np.ndarray, dict]:
-    """Decode to float32 mono at `sample_rate`, block by block (bounded memory).
+def _open_checked(snd: sf.SoundFile) -> None:
+    if snd.channels < 1:
+        raise ValueError("audio has no channels")
+    if snd.samplerate <= 0:
+        raise ValueError(f"invalid sample rate {snd.samplerate}")
 
-    Returns (audio (n_samples,), info) where info has the source format, sample rate
-    and channel count. Raises ValueError for audio we refuse (no channels, NaN/Inf).
-    """
-    with fsspec.open(path, "rb") as raw, sf.SoundFile(raw) as snd:
-        src_rate, channels = snd.samplerate, snd.channels
-        if channels < 1:
-            raise ValueError("audio has no channels")
-        if src_rate <= 0:
-            raise ValueError(f"invalid sample rate {src_rate}")
-        stream = (
-            None
-            if src_rate == sample_rate
-            else soxr.ResampleStream(
-                src_rate, sample_rate, 1, dtype="float32", quality=quality
-            )
+
+def _mono_blocks(
+    snd: sf.SoundFile, sample_rate: int, quality: str
+) -> Iterator[np.ndarray]:
+    """The open file as float32 mono at ``sample_rate``, DECODE_BLOCK_SECONDS of
+    source at a time. Raises ValueError at the first block with NaN/Inf samples."""
+    src_rate = snd.samplerate
+    stream = (
+        None
+        if src_rate == sample_rate
+        else soxr.ResampleStream(
+            src_rate, sample_rate, 1, dtype="float32", quality=quality
         )
-        pieces = []
-        block = max(1, src_rate * DECODE_BLOCK_SECONDS)
-        for frames in snd.blocks(blocksize=block, dtype="float32", always_2d=True):
-            mono = frames.mean(axis=1, dtype=np.float32)
-            if not np.isfinite(mono).all():
-                raise ValueError("audio contains NaN or Inf samples")
-            pieces.append(mono if stream is None else stream.resample_chunk(mono))
-        if stream is not None:
-            pieces.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
-        info = {
-            "format": f"{snd.format}/{snd.subtype}",
-            "sample_rate": src_rate,
-            "channels": channels,
-            "source_frames": snd.frames,
-        }
-    audio = np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-    return audio.astype(np.float32, copy=False), info
+    )
+    block = max(1, src_rate * DECODE_BLOCK_SECONDS)
+    for frames in snd.blocks(blocksize=block, dtype="float32", always_2d=True):
+        mono = frames.mean(axis=1, dtype=np.float32)
+        if not np.isfinite(mono).all():
+            raise ValueError("audio contains NaN or Inf samples")
+        yield mono if stream is None else stream.resample_chunk(mono)
+    if stream is not None:
+        yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+def _source_info(snd: sf.SoundFile) -> dict:
+    return {
+        "format": f"{snd.format}/{snd.subtype}",
+        "sample_rate": snd.samplerate,
+        "channels": snd.channels,
+        "source_frames": snd.frames,
+    }
+
+
+def transcode_to_flac(
+    path: str, sample_rate: int, quality: str = "HQ", subtype: str = "PCM_16"
+) -> tuple[bytes, int, dict]:
+    """Decode, downmix, resample and FLAC-encode `path` one block at a time.
+
+    Memory follows the FLAC output and one DECODE_BLOCK_SECONDS block, not the
+    waveform: an hour of 44.1 kHz stereo costs about the size of its 16 kHz FLAC,
+    not 0.9 GB of floats. Returns (flac bytes, n_samples, info) where info has the
+    source format, sample rate, channel count and frames. Raises ValueError for
+    audio we refuse (no channels, NaN/Inf samples).
+    """
+    out = io.BytesIO()
+    n_samples = 0
+    with fsspec.open(path, "rb") as raw, sf.SoundFile(raw) as snd:
+        _open_checked(snd)
+        with sf.SoundFile(
+            out, "w", sample_rate, 1, subtype=subtype, format="FLAC"
+        ) as flac:
+            for block in _mono_blocks(snd, sample_rate, quality):
+                flac.write(np.clip(block, -1.0, 1.0))
+                n_samples += block.size
+        info = _source_info(snd)
+    return out.getvalue(), n_samples, info
 
 
 def encode_flac(audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> bytes:
@@ -322,14 +350,20 @@ def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
 
 
 def iter_ingest_audio(
-    ingest_part: str, utt_ids: list[str]
-) -> Iterator[tuple[str, str, np.ndarray]]:
-    """(utt_id, input_key, float32 16 kHz audio) of the given rows of an ingest
-    part, in part order, decoded one at a time: what every downstream stage task
-    starts from. Parts are written in small row groups, so only one group's FLAC
-    bytes are in memory at once."""
+    ingest_part: str, utt_ids: list[str], stream_above_s: float | None = None
+) -> Iterator[tuple[str, str, np.ndarray | FlacAudio]]:
+    """(utt_id, input_key, 16 kHz audio) of the given rows of an ingest part, in
+    part order, decoded one at a time: what every downstream stage task starts
+    from. Parts are written in small row groups, so only one group's FLAC bytes
+    are in memory at once.
+
+    Audio is a float32 array, or, for recordings longer than `stream_above_s`
+    (default STREAM_ABOVE_SECONDS; None for the default), a `FlacAudio` that the
+    stages read slice by slice, so a long file never sits in memory as floats.
+    """
     import pyarrow.parquet as pq
 
+    limit = STREAM_ABOVE_SECONDS if stream_above_s is None else stream_above_s
     wanted = set(utt_ids)
     part = pq.ParquetFile(ingest_part)
     for group in range(part.num_row_groups):
@@ -337,17 +371,23 @@ def iter_ingest_audio(
         if wanted.isdisjoint(ids):
             continue
         table = part.read_row_group(group, columns=["utt_id", "input_key", "audio"])
-        for row in table.to_pylist():
-            if row["utt_id"] in wanted:
-                audio, _ = decode_flac(row["audio"]["bytes"])
-                yield row["utt_id"], row["input_key"], audio
+        rows = [row for row in table.to_pylist() if row["utt_id"] in wanted]
+        del table  # Arrow's copy and its decompression buffers: give them back now
+        pa.default_memory_pool().release_unused()
+        rows.reverse()
+        while rows:  # popped, so a yielded recording's bytes can go once it is done
+            row = rows.pop()
+            audio = FlacAudio(row["audio"]["bytes"])
+            if len(audio) <= limit * audio.sample_rate:
+                audio = np.asarray(audio)
+            yield row["utt_id"], row["input_key"], audio
 
 
 def read_ingest_audio(
-    ingest_part: str, utt_ids: list[str]
-) -> list[tuple[str, str, np.ndarray]]:
+    ingest_part: str, utt_ids: list[str], stream_above_s: float | None = None
+) -> list[tuple[str, str, np.ndarray | FlacAudio]]:
     """All of `iter_ingest_audio` at once (the ASR batches across recordings)."""
-    return list(iter_ingest_audio(ingest_part, utt_ids))
+    return list(iter_ingest_audio(ingest_part, utt_ids, stream_above_s))
 
 
 def _failed_row(item: SourceItem, req_key: str, error: str, **known) -> dict:
@@ -379,8 +419,11 @@ def ingest_one(item: SourceItem, req_key: str, options: IngestOptions) -> dict:
     if n_bytes == 0:
         return _failed_row(item, req_key, "empty file (0 bytes)", **known)
     try:
-        audio, info = decode_audio(
-            item.path, options.sample_rate, options.resample_quality
+        flac, n_samples, info = transcode_to_flac(
+            item.path,
+            options.sample_rate,
+            options.resample_quality,
+            options.flac_subtype,
         )
     except sf.LibsndfileError as exc:  # its str() names a Python file object
         return _failed_row(
@@ -388,7 +431,7 @@ def ingest_one(item: SourceItem, req_key: str, options: IngestOptions) -> dict:
         )
     except (RuntimeError, ValueError, OSError, EOFError) as exc:
         return _failed_row(item, req_key, f"cannot decode audio: {exc}", **known)
-    if audio.size == 0:
+    if n_samples == 0:
         return _failed_row(item, req_key, "audio has zero samples", **known)
     name = posixpath.basename(item.utt_id) + ".flac"
     return {
@@ -401,10 +444,10 @@ def ingest_one(item: SourceItem, req_key: str, options: IngestOptions) -> dict:
         "source_sample_rate": info["sample_rate"],
         "source_channels": info["channels"],
         "duration_s": info["source_frames"] / info["sample_rate"],
-        "num_samples": int(audio.size),
+        "num_samples": int(n_samples),
         "sampling_rate": options.sample_rate,
         "audio": {
-            "bytes": encode_flac(audio, options.sample_rate, options.flac_subtype),
+            "bytes": flac,
             "path": name,
         },
         "reference": item.reference,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from s2s_models.audio import N_SAMPLES, SAMPLE_RATE
+from s2s_models.audio import N_SAMPLES, SAMPLE_RATE, FlacAudio
 from s2s_models.whisper import vad
 from s2s_models.whisper.checkpoints import load_model
 from s2s_models.whisper.decoding import DecodingOptions
@@ -168,7 +168,7 @@ class WhisperASR:
 
     def transcribe(
         self,
-        audios: Sequence[np.ndarray],
+        audios: Sequence[np.ndarray | FlacAudio],
         options: TranscribeOptions | None = None,
         on_progress: Callable[[float], None] | None = None,
     ) -> list[Transcription]:
@@ -177,8 +177,10 @@ class WhisperASR:
         Parameters
         ----------
         audios
-            Recordings as float32 16 kHz mono arrays ``(n_samples,)``, any length
-            (empty is allowed and gives empty text).
+            Recordings as float32 16 kHz mono arrays ``(n_samples,)`` of any length
+            (empty is allowed and gives empty text), or
+            :class:`~s2s_models.audio.FlacAudio`: mode "vad" then decodes only the
+            slices it works on, so an hour-long file never sits in memory whole.
         options
             :class:`TranscribeOptions`; defaults suit batch use on CPU.
         on_progress
@@ -201,6 +203,7 @@ class WhisperASR:
             )
         results, done = [], 0.0
         for audio in arrays:
+            audio = np.asarray(audio)  # this mode takes the mel of the whole file
             report = None
             if on_progress is not None:
                 report = lambda seconds, base=done: on_progress(base + seconds)  # noqa: E731
@@ -215,7 +218,11 @@ class WhisperASR:
         return results
 
 
-def _as_mono_16k(audio: np.ndarray, index: int) -> np.ndarray:
+def _as_mono_16k(audio: np.ndarray | FlacAudio, index: int) -> np.ndarray | FlacAudio:
+    if isinstance(audio, FlacAudio):  # decoded window by window (mode "vad")
+        if audio.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"audio {index}: {audio.sample_rate} Hz, not 16 kHz")
+        return audio
     array = np.asarray(audio)
     if array.ndim != 1:
         raise ValueError(

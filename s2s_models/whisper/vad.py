@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from s2s_models.audio import FlacAudio
+
 VAD_SAMPLE_RATE = 16_000
 FRAME_SAMPLES = 512  # one probability per 32 ms frame
 CONTEXT_SAMPLES = 64  # tail of the previous frame prepended to each frame
@@ -121,10 +123,11 @@ def vad_model_path() -> Path:
     return path
 
 
-def frame_audio(audio: np.ndarray) -> np.ndarray:
+def frame_audio(audio: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
     """Cut 16 kHz audio into (n_frames, 576) frames with 64 samples of left context.
 
-    The last frame is zero-padded; the first frame's context is zeros.
+    The last frame is zero-padded; the first frame's context is ``context`` (the
+    last 64 samples before ``audio``, when it continues a longer signal) or zeros.
     """
     n_frames = -(-len(audio) // FRAME_SAMPLES)
     body = np.zeros(n_frames * FRAME_SAMPLES, dtype=np.float32)
@@ -132,23 +135,36 @@ def frame_audio(audio: np.ndarray) -> np.ndarray:
     frames = np.zeros((n_frames, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
     frames[:, CONTEXT_SAMPLES:] = body.reshape(n_frames, FRAME_SAMPLES)
     frames[1:, :CONTEXT_SAMPLES] = frames[:-1, -CONTEXT_SAMPLES:]
+    if context is not None and n_frames:
+        frames[0, :CONTEXT_SAMPLES] = context
     return frames
 
 
 def speech_probabilities(audio_16k: np.ndarray) -> np.ndarray:
-    """Per-frame speech probabilities, (n_frames,) float32, one per 32 ms frame."""
-    audio = np.asarray(audio_16k, dtype=np.float32).reshape(-1)
-    if len(audio) == 0:
+    """Per-frame speech probabilities, (n_frames,) float32, one per 32 ms frame.
+
+    The audio is framed and scored ``MAX_BLOCK_FRAMES`` frames (16 s) at a time,
+    with the model's state and each block's last 64 samples carried into the next,
+    so an hour-long recording (or a ``FlacAudio``) never needs a framed copy of
+    itself.
+    """
+    if not isinstance(audio_16k, FlacAudio):
+        audio_16k = np.asarray(audio_16k, dtype=np.float32).reshape(-1)
+    n = len(audio_16k)
+    if n == 0:
         return np.zeros(0, dtype=np.float32)
-    frames = frame_audio(audio)  # (n_frames, 576)
     session = load_vad_session()
     h = np.zeros((1, 1, 128), dtype=np.float32)  # LSTM state carried across blocks
     c = np.zeros((1, 1, 128), dtype=np.float32)
+    context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+    block_samples = MAX_BLOCK_FRAMES * FRAME_SAMPLES
     probs = []
-    for first in range(0, len(frames), MAX_BLOCK_FRAMES):
-        block = frames[first : first + MAX_BLOCK_FRAMES]
+    for start in range(0, n, block_samples):
+        chunk = np.asarray(audio_16k[start : start + block_samples], dtype=np.float32)
+        frames = frame_audio(chunk, context)  # (<= MAX_BLOCK_FRAMES, 576)
+        context = frames[-1, -CONTEXT_SAMPLES:].copy()
         p, h, c = session.run(
-            ["speech_probs", "hn", "cn"], {"input": block, "h": h, "c": c}
+            ["speech_probs", "hn", "cn"], {"input": frames, "h": h, "c": c}
         )
         probs.append(p.reshape(-1))
     return np.concatenate(probs)

@@ -13,6 +13,7 @@ from s2s_models.audio import (
     N_FRAMES,
     N_SAMPLES,
     SAMPLE_RATE,
+    FlacAudio,
     log_mel_spectrogram,
     log_mel_spectrogram_blockwise,
     mel_filters,
@@ -129,3 +130,20 @@ def test_blockwise_log_mel_equals_the_one_shot_function(block_frames):
         blocks = log_mel_spectrogram_blockwise(audio, block_frames=block_frames)
         assert blocks.shape == full.shape == (80, audio.size // HOP_LENGTH)
         assert torch.allclose(blocks, full, atol=1e-6, rtol=0)
+
+
+def test_flac_audio_slices_and_blockwise_log_mel():
+    path = FIXTURES / "librispeech_2412-153948-0000.flac"
+    audio = FlacAudio(path.read_bytes())
+    whole = _speech()
+    assert len(audio) == audio.size == whole.size and audio.shape == whole.shape
+    for a, b in ((0, 10), (1000, 21000), (whole.size - 100, whole.size + 5), (7, 7)):
+        np.testing.assert_array_equal(audio[a:b], whole[a:b])
+    np.testing.assert_array_equal(audio[-160:], whole[-160:])
+    np.testing.assert_array_equal(np.asarray(audio), whole)
+    with pytest.raises(TypeError):
+        audio[5]
+    with pytest.raises(ValueError):
+        audio[::2]
+    lazy = log_mel_spectrogram_blockwise(audio, block_frames=700)
+    assert torch.equal(lazy, log_mel_spectrogram_blockwise(whole, block_frames=700))

@@ -55,6 +55,29 @@ def test_probabilities_match_silero_streaming_model(speech_60s):
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
+def test_blockwise_framing_equals_whole_file_framing(speech_60s):
+    """Framing 16 s at a time (context carried over) gives the probabilities of
+    framing the whole minute at once; a FlacAudio of the same file gives them too."""
+    from s2s_models.audio import FlacAudio
+
+    audio = speech_60s[0]
+    frames = vad.frame_audio(audio)  # the whole file framed at once
+    session = vad.load_vad_session()
+    h = c = np.zeros((1, 1, 128), dtype=np.float32)
+    whole = []
+    for first in range(0, len(frames), vad.MAX_BLOCK_FRAMES):
+        p, h, c = session.run(
+            ["speech_probs", "hn", "cn"],
+            {"input": frames[first : first + vad.MAX_BLOCK_FRAMES], "h": h, "c": c},
+        )
+        whole.append(p.reshape(-1))
+    ours = vad.speech_probabilities(audio)
+    assert len(frames) > 3 * vad.MAX_BLOCK_FRAMES  # several blocks were crossed
+    np.testing.assert_array_equal(ours, np.concatenate(whole))
+    lazy = FlacAudio((FIXTURES / "speech_60s.flac").read_bytes())
+    np.testing.assert_array_equal(vad.speech_probabilities(lazy), ours)
+
+
 def test_loading_the_vad_leaves_torch_threads_alone():
     """The package's own import runs torch.set_num_threads(1); ours must not, or the
     Whisper model in the same process would run on one core."""

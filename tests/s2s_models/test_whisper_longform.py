@@ -166,6 +166,20 @@ def test_longform_text_and_times(both_modes, speech_60s, mode):
 
 
 @pytest.mark.slow
+def test_flac_audio_is_transcribed_like_the_array(asr, both_modes):
+    """A FlacAudio (decoded window by window) gives the array's transcript."""
+    from s2s_models.audio import FlacAudio
+
+    lazy = FlacAudio((FIXTURES / "speech_60s.flac").read_bytes())
+    options = TranscribeOptions(without_timestamps=False, batch_size=4)
+    result = asr.transcribe([lazy], options)[0]
+    assert result.text == both_modes["vad"].text
+    assert result.segments == both_modes["vad"].segments
+    sequential = asr.transcribe([lazy], TranscribeOptions(longform_mode="sequential"))
+    assert sequential[0].text == both_modes["sequential"].text
+
+
+@pytest.mark.slow
 def test_modes_agree(both_modes):
     assert _wer(both_modes["sequential"].text, both_modes["vad"].text) < 0.08
 

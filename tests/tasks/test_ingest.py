@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from s2s_models.audio import FlacAudio
 from tasks.ingest import (
     IngestOptions,
     SourceItem,
@@ -175,6 +176,28 @@ def test_request_key_changes_with_content(tmp_path):
     assert request_key(item, IngestOptions()) != first
 
 
+def test_transcoding_is_streamed_block_by_block(tmp_path):
+    """Ingest decodes, downmixes, resamples and FLAC-encodes 30 s at a time: the
+    stored audio matches resampling the whole signal at once."""
+    import soxr
+
+    sr, seconds = 44100, 75  # three decode blocks
+    t = np.arange(sr * seconds) / sr
+    left = 0.4 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.3 * t)
+    right = 0.3 * np.sin(2 * np.pi * 1330 * t + 1.0)
+    stereo = np.stack([left, right], axis=1).astype(np.float32)
+    path = tmp_path / "tone.wav"
+    sf.write(path, stereo, sr, subtype="FLOAT")
+    (row,) = _ingest([SourceItem("tone", str(path))])
+    assert row["status"] == "ok", row["error"]
+    stored, rate = decode_flac(row["audio"]["bytes"])
+    expected = soxr.resample(stereo.mean(axis=1), sr, 16000, quality="HQ")
+    assert rate == 16000 and row["num_samples"] == stored.size == expected.size
+    assert row["duration_s"] == pytest.approx(seconds)
+    assert (row["source_sample_rate"], row["source_channels"]) == (sr, 2)
+    np.testing.assert_allclose(stored, expected, atol=2e-4)
+
+
 def test_downstream_reads_only_wanted_rows_one_row_group_at_a_time(
     tmp_path, monkeypatch
 ):
@@ -196,6 +219,13 @@ def test_downstream_reads_only_wanted_rows_one_row_group_at_a_time(
     for utt_id, _, audio in got:
         row = table.filter(pa.compute.equal(table["utt_id"], utt_id)).to_pylist()[0]
         assert audio.size == row["num_samples"]
+        assert isinstance(audio, np.ndarray)  # short: decoded at once
+    # longer than stream_above_s: handed on undecoded, read slice by slice
+    ((_, _, lazy),) = iter_ingest_audio(str(part), ["LJ002-0020"], stream_above_s=1.0)
+    assert isinstance(lazy, FlacAudio)
+    np.testing.assert_array_equal(
+        np.asarray(lazy), dict((u, a) for u, _, a in got)["LJ002-0020"]
+    )
     # ingest shards are capped by source bytes as well as by count
     monkeypatch.setattr(tasks.ingest, "SHARD_MAX_SOURCE_BYTES", 1)
     plan = plan_ingest(str(tmp_path / "run"), [str(SAMPLES)], IngestOptions(), 256)
