@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from s2s_models.whisper.model import KVCache, Whisper
+from s2s_models.whisper.static_decode import StaticDecoder
 from s2s_models.whisper.tokenizer import TIME_PRECISION, WhisperTokenizer
 
 
@@ -39,6 +40,9 @@ class DecodingOptions:
     without_timestamps: bool = True  # True: text only; False: timestamp tokens
     max_initial_timestamp: float | None = 1.0  # seconds; first timestamp's upper bound
     seed: int = 0  # sampling noise; a window's samples never depend on its batch mates
+    decode_steps: str = "auto"  # greedy steps: "eager" (growing KV cache), "static"
+    # (preallocated cache, fixed shapes), "graphs" (static, replayed as CUDA graphs);
+    # "auto": graphs on CUDA, eager on the CPU. Same tokens either way.
 
     def verify(self) -> None:
         """Raise ValueError on inconsistent options."""
@@ -63,6 +67,11 @@ class DecodingOptions:
             raise ValueError("patience must be > 0")
         if self.length_penalty is not None and not 0 <= self.length_penalty <= 1:
             raise ValueError("length_penalty must be in [0, 1]")
+        if self.decode_steps not in ("auto", "eager", "static", "graphs"):
+            raise ValueError(
+                f"decode_steps must be auto, eager, static or graphs: "
+                f"{self.decode_steps!r}"
+            )
         if isinstance(self.suppress_tokens, str) and self.suppress_tokens not in (
             "-1",
             "",
@@ -348,6 +357,47 @@ def _sample_loop(
     return list(zip(new_tokens, sum_logprobs, strict=True))
 
 
+def _static_greedy_loop(
+    model: Whisper,
+    rules: LogitRules,
+    state: tuple[Tensor, Tensor, KVCache, Tensor],
+    max_new: int,
+    eot: int,
+    graphs: bool,
+) -> list[tuple[list[int], float]]:
+    """``_sample_loop`` at temperature 0 on a :class:`StaticDecoder` (fixed shapes,
+    CUDA graphs when ``graphs``): same tokens and scores, same early removal of
+    finished rows."""
+    seqs, _, cache, logits = state
+    n_rows = seqs.shape[0]
+    steps = StaticDecoder(model, cache, graphs=graphs)
+    active = list(range(n_rows))
+    new_tokens: list[list[int]] = [[] for _ in range(n_rows)]
+    sum_logprobs = [0.0] * n_rows
+    for step in range(max_new):
+        logits = rules.apply(logits, seqs)
+        chosen = logits.argmax(dim=-1)
+        chosen_lp = F.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0]
+        chosen_list = chosen.tolist()
+        for row, (token, lp) in enumerate(
+            zip(chosen_list, chosen_lp.tolist(), strict=True)
+        ):
+            sum_logprobs[active[row]] += lp
+            if token != eot:
+                new_tokens[active[row]].append(token)
+        seqs = torch.cat([seqs, chosen[:, None]], dim=1)
+        keep = [row for row, token in enumerate(chosen_list) if token != eot]
+        if not keep or step == max_new - 1:
+            break
+        if len(keep) < len(active):
+            steps.keep(keep)
+            index = torch.tensor(keep, device=seqs.device)
+            seqs, chosen = seqs[index], chosen[index]
+            active = [active[row] for row in keep]
+        logits = steps.step(chosen)
+    return list(zip(new_tokens, sum_logprobs, strict=True))
+
+
 def _beam_loop(
     model: Whisper,
     rules: LogitRules,
@@ -533,9 +583,18 @@ def _sample_group(model, rules, state, options, max_new, eot):
         )
         cache.reorder(spread)
         state = (tokens[spread], features[spread], cache, logits[spread])
-    candidates = _sample_loop(
-        model, rules, state, options.temperature, max_new, eot, n_group, options.seed
-    )
+    steps = options.decode_steps
+    if steps == "auto":
+        steps = "graphs" if model.device.type == "cuda" else "eager"
+    if options.temperature == 0 and n_group == 1 and steps != "eager":
+        candidates = _static_greedy_loop(
+            model, rules, state, max_new, eot, graphs=steps == "graphs"
+        )
+    else:
+        candidates = _sample_loop(
+            model, rules, state, options.temperature, max_new, eot, n_group,
+            options.seed,
+        )  # fmt: skip
     best = []
     for window in range(n_windows):
         group = candidates[window * n_group : (window + 1) * n_group]

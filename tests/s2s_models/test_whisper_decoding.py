@@ -73,6 +73,33 @@ def test_batched_decode_equals_one_by_one(tiny, features, greedy):
         assert alone.no_speech_prob == pytest.approx(greedy[i].no_speech_prob, abs=1e-5)
 
 
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_static_cache_steps_equal_eager_steps(tiny, features, timestamps):
+    """Fixed-shape steps (preallocated cache, masked attention, rows compacted in
+    place as windows finish) give the eager decoder's tokens in float32."""
+    from s2s_models.whisper.static_decode import _bucket
+
+    model, tokenizer = tiny
+    batch = torch.cat([features, features[1:2]])  # 4 rows that finish apart
+    eager, static = (
+        decode(
+            model, tokenizer, batch,
+            DecodingOptions(without_timestamps=not timestamps, decode_steps=steps),
+        )
+        for steps in ("eager", "static")
+    )  # fmt: skip
+    assert len({len(r.tokens) for r in eager}) >= 3  # rows left the batch at 3 steps
+    for e, s in zip(eager, static, strict=True):
+        assert s.tokens == e.tokens and s.segments == e.segments
+        assert s.avg_logprob == pytest.approx(e.avg_logprob, abs=1e-5)
+    assert [_bucket(n, 256) for n in (1, 2, 3, 5, 64, 65, 256)] == [
+        1, 2, 4, 8, 64, 128, 256,
+    ]  # fmt: skip
+    assert _bucket(200, 200) == 200
+    with pytest.raises(ValueError, match="CUDA"):
+        decode(model, tokenizer, batch, DecodingOptions(decode_steps="graphs"))
+
+
 def test_cached_decode_equals_uncached_argmax(tiny, mels, greedy):
     """Each greedy token is the argmax of a full uncached pass over its prefix."""
     model, tokenizer = tiny
