@@ -317,8 +317,12 @@ def _sample_loop(
     eot: int,
     n_group: int = 1,
     seed: int = 0,
+    static: StaticDecoder | None = None,
 ) -> list[tuple[list[int], float]]:
     """Greedy (temperature 0) or sampled decoding; finished rows leave the batch.
+
+    With ``static`` (a :class:`StaticDecoder` built on ``state``'s cache), the steps
+    run on its fixed-shape buffers (CUDA graphs when it has them) instead.
 
     ``state`` is (tokens (rows, T), audio features (rows, n_ctx, D), cache,
     next-token logits (rows, n_vocab)); rows come in groups of ``n_group``
@@ -350,51 +354,17 @@ def _sample_loop(
             break
         if len(keep) < len(active):
             index = torch.tensor(keep, device=seqs.device)
-            cache.reorder(index)
-            features, seqs, chosen = features[index], seqs[index], chosen[index]
-            active = [active[row] for row in keep]
-        logits = model.logits(chosen[:, None], features, cache)[:, -1]
-    return list(zip(new_tokens, sum_logprobs, strict=True))
-
-
-def _static_greedy_loop(
-    model: Whisper,
-    rules: LogitRules,
-    state: tuple[Tensor, Tensor, KVCache, Tensor],
-    max_new: int,
-    eot: int,
-    graphs: bool,
-) -> list[tuple[list[int], float]]:
-    """``_sample_loop`` at temperature 0 on a :class:`StaticDecoder` (fixed shapes,
-    CUDA graphs when ``graphs``): same tokens and scores, same early removal of
-    finished rows."""
-    seqs, _, cache, logits = state
-    n_rows = seqs.shape[0]
-    steps = StaticDecoder(model, cache, graphs=graphs)
-    active = list(range(n_rows))
-    new_tokens: list[list[int]] = [[] for _ in range(n_rows)]
-    sum_logprobs = [0.0] * n_rows
-    for step in range(max_new):
-        logits = rules.apply(logits, seqs)
-        chosen = logits.argmax(dim=-1)
-        chosen_lp = F.log_softmax(logits, dim=-1).gather(1, chosen[:, None])[:, 0]
-        chosen_list = chosen.tolist()
-        for row, (token, lp) in enumerate(
-            zip(chosen_list, chosen_lp.tolist(), strict=True)
-        ):
-            sum_logprobs[active[row]] += lp
-            if token != eot:
-                new_tokens[active[row]].append(token)
-        seqs = torch.cat([seqs, chosen[:, None]], dim=1)
-        keep = [row for row, token in enumerate(chosen_list) if token != eot]
-        if not keep or step == max_new - 1:
-            break
-        if len(keep) < len(active):
-            steps.keep(keep)
-            index = torch.tensor(keep, device=seqs.device)
+            if static is None:
+                cache.reorder(index)
+                features = features[index]
+            else:
+                static.keep(keep)
             seqs, chosen = seqs[index], chosen[index]
             active = [active[row] for row in keep]
-        logits = steps.step(chosen)
+        if static is None:
+            logits = model.logits(chosen[:, None], features, cache)[:, -1]
+        else:
+            logits = static.step(chosen)
     return list(zip(new_tokens, sum_logprobs, strict=True))
 
 
@@ -586,15 +556,13 @@ def _sample_group(model, rules, state, options, max_new, eot):
     steps = options.decode_steps
     if steps == "auto":
         steps = "graphs" if model.device.type == "cuda" else "eager"
+    static = None
     if options.temperature == 0 and n_group == 1 and steps != "eager":
-        candidates = _static_greedy_loop(
-            model, rules, state, max_new, eot, graphs=steps == "graphs"
-        )
-    else:
-        candidates = _sample_loop(
-            model, rules, state, options.temperature, max_new, eot, n_group,
-            options.seed,
-        )  # fmt: skip
+        static = StaticDecoder(model, state[2], graphs=steps == "graphs")
+    candidates = _sample_loop(
+        model, rules, state, options.temperature, max_new, eot, n_group,
+        options.seed, static,
+    )  # fmt: skip
     best = []
     for window in range(n_windows):
         group = candidates[window * n_group : (window + 1) * n_group]
