@@ -39,6 +39,9 @@ class GenerationOptions:
     seed: int | None = None
     # keep each utterance's cross-attention weights (n_layer, n_head, n_steps, n_text)
     return_cross_attentions: bool = False
+    # self-attention keys/values in buffers sized for the longest utterance, filled
+    # in place, instead of concatenated at every step (same output)
+    preallocate_cache: bool = True
 
     def verify(self) -> None:
         if not 0.0 < self.threshold:
@@ -125,7 +128,8 @@ def generate_speech(
 
     memory = model.text_encoder(input_ids, attention_mask)  # (batch, n_text, n_state)
     rows = _Rows(torch.arange(batch), memory, attention_mask, speaker_embeddings)
-    cache = KVCache.empty(dims.n_speech_layer)
+    capacity = max(max_steps) if options.preallocate_cache else None
+    cache = KVCache.empty(dims.n_speech_layer, capacity)
     frame = memory.new_zeros(batch, 1, dims.n_mels)  # an all-zero frame starts decoding
     chunks: list[list[Tensor]] = [[] for _ in range(batch)]
     attns: list[list[Tensor]] = [[] for _ in range(batch)]

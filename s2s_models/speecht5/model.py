@@ -231,31 +231,76 @@ class SpeechPrenet(nn.Module):
 @dataclass
 class KVCache:
     """The decoder's one cache. ``self_kv[i]`` holds layer i's self-attention keys and
-    values for all frames decoded so far and grows by the new frames on every call;
-    ``cross_kv[i]`` holds the keys/values projected from the encoder output on the
-    first call and is reused unchanged afterwards. Tensors are
-    (batch, n_head, n_ctx, head_dim)."""
+    values for all frames decoded so far; ``cross_kv[i]`` holds the keys/values
+    projected from the encoder output on the first call and is reused unchanged
+    afterwards. Tensors are (batch, n_head, n_ctx, head_dim).
+
+    Two ways to keep ``self_kv``: grown by concatenation on every call
+    (``capacity=None``), or preallocated (``capacity`` positions, filled in place:
+    no step copies the frames before it, and the buffers keep their addresses).
+    Both give the same numbers."""
 
     self_kv: list[tuple[Tensor, Tensor] | None]
     cross_kv: list[tuple[Tensor, Tensor] | None]
+    capacity: int | None = None  # preallocated positions; None: grow
+    length: int = 0  # positions filled (preallocated cache)
 
     @classmethod
-    def empty(cls, n_layer: int) -> KVCache:
-        return cls([None] * n_layer, [None] * n_layer)
+    def empty(cls, n_layer: int, capacity: int | None = None) -> KVCache:
+        return cls([None] * n_layer, [None] * n_layer, capacity)
 
     @property
     def n_past(self) -> int:
+        if self.capacity is not None:
+            return self.length
         first = self.self_kv[0]
         return 0 if first is None else first[0].shape[2]
 
+    def extend(self, index: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add layer ``index``'s new keys/values; returns all of that layer's so far.
+        (A preallocated cache counts the new positions in ``advance``.)"""
+        past = self.self_kv[index]
+        if self.capacity is None:
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            self.self_kv[index] = (k, v)
+            return k, v
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"{end} frames exceed the cache capacity {self.capacity}")
+        if past is None:
+            shape = (k.shape[0], k.shape[1], self.capacity, k.shape[3])
+            past = (k.new_zeros(shape), v.new_zeros(shape))
+            self.self_kv[index] = past
+        past[0][:, :, self.length : end] = k
+        past[1][:, :, self.length : end] = v
+        return past[0][:, :, :end], past[1][:, :, :end]
+
+    def advance(self, n_new: int) -> None:
+        if self.capacity is not None:
+            self.length += n_new
+
     def select(self, index: Tensor) -> KVCache:
-        """Keep only the batch rows in ``index`` (drop finished utterances)."""
+        """Keep only the batch rows in ``index`` (drop finished utterances). A
+        preallocated cache moves them to its first rows in place."""
 
         def pick(kv: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
             return None if kv is None else (kv[0][index], kv[1][index])
 
+        def compact(kv: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor] | None:
+            if kv is None:
+                return None
+            n, used = index.numel(), self.length
+            for buf in kv:
+                buf[:n, :, :used] = buf[:, :, :used].index_select(0, index)
+            return kv[0][:n], kv[1][:n]
+
+        own = pick if self.capacity is None else compact
         return KVCache(
-            [pick(kv) for kv in self.self_kv], [pick(kv) for kv in self.cross_kv]
+            [own(kv) for kv in self.self_kv],
+            [pick(kv) for kv in self.cross_kv],
+            self.capacity,
+            self.length,
         )
 
 
@@ -281,10 +326,7 @@ class DecoderLayer(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         k, v = self.self_attn.project_kv(x)
         if cache is not None:
-            past = cache.self_kv[index]
-            if past is not None:
-                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-            cache.self_kv[index] = (k, v)
+            k, v = cache.extend(index, k, v)
         x = self.self_attn_ln(x + self.self_attn(x, k, v, causal_mask)[0])
 
         cross = None if cache is None else cache.cross_kv[index]
@@ -327,6 +369,8 @@ class SpeechDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             x, weights = layer(x, memory, key_mask, causal_mask, cache, i)
             cross_weights.append(weights)
+        if cache is not None:
+            cache.advance(n_new)
         return x, cross_weights
 
 
