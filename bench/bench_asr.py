@@ -48,6 +48,8 @@ import torch
 
 SAMPLE_RATE = 16_000
 N_THREADS = 2
+# set from the command line before any system is built
+SETTINGS = {"model": "tiny.en", "device": "cpu"}
 
 
 @dataclass
@@ -71,7 +73,9 @@ class Row:
     wer: float
     load_mb: float  # RSS growth while the system was built
     run_mb: float  # RSS growth above the pre-run level during the run
-    ratio_to_fw_int8: float | None = None
+    ratio_to_fw_int8: float | None = None  # CPU: RTFx / the faster-whisper baseline
+    gpu_mb: float | None = None  # CUDA: peak torch allocation (not CTranslate2's)
+    ratio_to_hf: float | None = None  # CUDA: RTFx / the fastest transformers row
 
 
 # ---------------------------------------------------------------------------
@@ -118,9 +122,32 @@ Transcriber = Callable[[list[np.ndarray]], list[str]]
 
 
 def ct2_model_dir() -> str:
+    """A CTranslate2 directory faster-whisper can open for SETTINGS["model"]. The
+    bundled base model ships model.bin in two parts: they are joined once into a
+    cache folder (~/.cache/s2s-bench)."""
     from s2s_models.whisper import resolve_checkpoint
+    from s2s_models.whisper.checkpoints import _bundled_weight_files
 
-    return str(resolve_checkpoint("tiny.en"))
+    name = SETTINGS["model"]
+    folder = resolve_checkpoint(name)
+    if (folder / "model.bin").exists():
+        return str(folder)
+    out = Path.home() / ".cache" / "s2s-bench" / name
+    if not (out / "model.bin").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        for extra in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            (out / extra).write_bytes((folder / extra).read_bytes())
+        tmp = out / "model.bin.tmp"
+        with open(tmp, "wb") as joined:
+            for part in _bundled_weight_files(name):
+                joined.write(part.read_bytes())
+        tmp.rename(out / "model.bin")
+    return str(out)
+
+
+def _sync() -> None:
+    if SETTINGS["device"] == "cuda":
+        torch.cuda.synchronize()
 
 
 def make_s2s(
@@ -129,10 +156,12 @@ def make_s2s(
     timestamps: bool = True,
     dtype: torch.dtype = torch.float32,
 ):
+    """``batch_size`` 0 = auto (from free GPU memory on CUDA)."""
     from s2s_models import TranscribeOptions, load_asr
 
-    asr = load_asr("tiny.en", device="cpu", dtype=dtype)
+    asr = load_asr(SETTINGS["model"], device=SETTINGS["device"], dtype=dtype)
     options = TranscribeOptions(
+        language="en",  # the corpora are English (tiny.en: the default anyway)
         batch_size=batch_size,
         longform_mode=mode,
         without_timestamps=not timestamps,
@@ -140,17 +169,23 @@ def make_s2s(
     )
 
     def run(audios: list[np.ndarray]) -> list[str]:
-        return [t.text for t in asr.transcribe(audios, options)]
+        texts = [t.text for t in asr.transcribe(audios, options)]
+        _sync()
+        return texts
 
     return run
 
 
-def make_fw(compute_type: str, batched: bool, timestamps: bool):
+def make_fw(compute_type: str, batched: bool, timestamps: bool, batch_size: int = 8):
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     model = WhisperModel(
-        ct2_model_dir(), device="cpu", compute_type=compute_type, cpu_threads=N_THREADS
+        ct2_model_dir(),
+        device=SETTINGS["device"],
+        compute_type=compute_type,
+        cpu_threads=N_THREADS,
     )
+    language = "en"  # the corpora are English; a multilingual model is told so
     pipeline = BatchedInferencePipeline(model) if batched else None
 
     def run(audios: list[np.ndarray]) -> list[str]:
@@ -159,14 +194,17 @@ def make_fw(compute_type: str, batched: bool, timestamps: bool):
             if pipeline is not None:
                 segments, _ = pipeline.transcribe(
                     audio,
-                    language="en",
+                    language=language,
                     beam_size=1,
-                    batch_size=8,
+                    batch_size=batch_size,
                     without_timestamps=not timestamps,
                 )
             else:
                 segments, _ = model.transcribe(
-                    audio, language="en", beam_size=1, without_timestamps=not timestamps
+                    audio,
+                    language=language,
+                    beam_size=1,
+                    without_timestamps=not timestamps,
                 )
             texts.append("".join(s.text for s in segments).strip())
         return texts
@@ -175,14 +213,14 @@ def make_fw(compute_type: str, batched: bool, timestamps: bool):
 
 
 def build_hf_model():
-    """transformers WhisperForConditionalGeneration holding our tiny.en weights."""
+    """transformers WhisperForConditionalGeneration holding our converted weights."""
     from transformers import GenerationConfig, WhisperConfig
     from transformers import WhisperForConditionalGeneration as HFWhisper
 
     from s2s_models.whisper import load_model
     from s2s_models.whisper.checkpoints import _hf_key  # HF name -> our name
 
-    model, tokenizer = load_model("tiny.en", device="cpu", dtype=torch.float32)
+    model, tokenizer = load_model(SETTINGS["model"], device="cpu", dtype=torch.float32)
     d = model.dims
     config = WhisperConfig(
         vocab_size=d.n_vocab,
@@ -218,19 +256,34 @@ def build_hf_model():
         pad_token_id=tokenizer.eot,
         bos_token_id=tokenizer.eot,
         no_timestamps_token_id=tokenizer.no_timestamps,
-        is_multilingual=False,
+        is_multilingual=model.is_multilingual,
         max_initial_timestamp_index=50,
         begin_suppress_tokens=[tokenizer.encode(" ")[0], tokenizer.eot],
         suppress_tokens=list(tokenizer.non_speech_tokens),
         max_length=d.n_text_ctx,
     )
+    if model.is_multilingual:  # generate(language=..., task=...) needs these maps
+        hf.generation_config.lang_to_id = {
+            f"<|{code}|>": tokenizer.language_token(code)
+            for code in tokenizer.language_codes
+        }
+        hf.generation_config.task_to_id = {
+            "transcribe": tokenizer.transcribe,
+            "translate": tokenizer.translate,
+        }
     return hf, tokenizer
 
 
-def make_hf(batch_size: int):
+def make_hf(batch_size: int, dtype: torch.dtype = torch.float32):
     from transformers import WhisperFeatureExtractor
 
     hf, tokenizer = build_hf_model()
+    device = SETTINGS["device"]
+    hf = hf.to(device=device, dtype=dtype)
+    # the dev corpus is English: a multilingual model is told so, as the others are
+    language = (
+        {"language": "en", "task": "transcribe"} if hf.config.vocab_size > 51864 else {}
+    )
     extractor = WhisperFeatureExtractor(feature_size=hf.config.num_mel_bins)
 
     def run(audios: list[np.ndarray]) -> list[str]:
@@ -250,15 +303,17 @@ def make_hf(batch_size: int):
             )
             with torch.inference_mode():
                 tokens = hf.generate(
-                    features.input_features,
-                    attention_mask=features.attention_mask,
+                    features.input_features.to(device=device, dtype=dtype),
+                    attention_mask=features.attention_mask.to(device),
                     num_beams=1,
                     do_sample=False,
                     return_timestamps=long,
                     condition_on_prev_tokens=False,
+                    **language,
                 )
             for i, row in zip(idx, tokens.tolist(), strict=True):
                 texts[i] = tokenizer.decode(row).strip()
+        _sync()
         return texts
 
     return run
@@ -279,12 +334,23 @@ SYSTEMS: dict[str, Callable[[], Transcriber]] = {
     "fw int8 batch8 ts": lambda: make_fw("int8", batched=True, timestamps=True),
     "fw fp32 batch8 ts": lambda: make_fw("float32", batched=True, timestamps=True),
     "hf fp32 b8 sdpa": lambda: make_hf(8),
+    # GPU systems (--device cuda)
+    "s2s auto fp16": lambda: make_s2s(0, dtype=torch.float16),
+    "s2s b64 fp16": lambda: make_s2s(64, dtype=torch.float16),
+    "s2s b256 fp16": lambda: make_s2s(256, dtype=torch.float16),
+    "fw fp16 batch64 ts": lambda: make_fw("float16", True, True, batch_size=64),
+    "hf fp16 b64 sdpa": lambda: make_hf(64, dtype=torch.float16),
+    "hf fp16 b256 sdpa": lambda: make_hf(256, dtype=torch.float16),
 }
+GPU_SYSTEMS = [
+    "s2s auto fp16", "s2s b64 fp16", "s2s b256 fp16", "fw fp16 batch64 ts",
+    "hf fp16 b64 sdpa", "hf fp16 b256 sdpa",
+]  # fmt: skip
 # faster-whisper's batched pipeline without timestamps keeps only the first sentence
 # of some windows (see RESULTS.md), so the baseline is its timestamped variant
 BASELINE = "fw int8 batch8 ts"
 # transformers' long-form generate is sequential and slow: dev corpus only by default
-DEFAULT_LONG = [n for n in SYSTEMS if n != "hf fp32 b8 sdpa"]
+DEFAULT_LONG = [n for n in SYSTEMS if not n.startswith("hf")]
 
 
 # ---------------------------------------------------------------------------
@@ -372,6 +438,7 @@ def bench(
     so that a change in machine load hits all of them alike. Best time is kept."""
     best: dict[tuple[str, str], float] = {}
     peak: dict[tuple[str, str], float] = {}
+    gpu: dict[tuple[str, str], float] = {}
     texts: dict[str, dict[str, list[str]]] = {}
     for _ in range(repeat):
         for corpus in corpora:
@@ -379,10 +446,17 @@ def bench(
                 if system.name not in names[corpus.name]:
                     continue
                 key = (corpus.name, system.name)
+                cuda = SETTINGS["device"] == "cuda"
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
                 with PeakRSS() as rss:
                     start = time.perf_counter()
                     hyps = system.run(corpus.audios)
                     wall = time.perf_counter() - start
+                if cuda:
+                    gpu[key] = max(
+                        gpu.get(key, 0.0), torch.cuda.max_memory_allocated() / 2**20
+                    )
                 best[key] = min(best.get(key, float("inf")), wall)
                 peak[key] = max(peak.get(key, 0.0), rss.growth_mb)
                 texts.setdefault(corpus.name, {})[system.name] = hyps
@@ -410,27 +484,38 @@ def bench(
                     wer,
                     system.load_mb,
                     peak[key],
+                    gpu_mb=gpu.get(key),
                 )
             )
     for row in rows:
         base = [r for r in rows if r.system == BASELINE and r.corpus == row.corpus]
         if base:
             row.ratio_to_fw_int8 = row.rtfx / base[0].rtfx
+        hf = [
+            r.rtfx for r in rows if r.system.startswith("hf") and r.corpus == row.corpus
+        ]
+        if hf:
+            row.ratio_to_hf = row.rtfx / max(hf)
     return rows, texts
 
 
 def print_table(rows: list[Row]) -> None:
-    print(
-        f"| corpus | system | audio s | wall s | RTFx | WER % | load MB | run MB "
-        f"| RTFx / {BASELINE} |"
-    )
-    print("|" + "---|" * 9)
+    gpu = any(r.gpu_mb is not None for r in rows)
+    last = "GPU MB | RTFx / best hf" if gpu else f"RTFx / {BASELINE}"
+    head = "| corpus | system | audio s | wall s | RTFx | WER % | load MB | run MB"
+    print(f"{head} | {last} |")
+    print("|" + "---|" * (10 if gpu else 9))
     for r in rows:
-        ratio = "" if r.ratio_to_fw_int8 is None else f"{r.ratio_to_fw_int8:.2f}"
+        if gpu:
+            mem = "n/a" if r.system.startswith("fw") else f"{r.gpu_mb:.0f}"
+            ratio = "" if r.ratio_to_hf is None else f"{r.ratio_to_hf:.2f}"
+            tail = f"{mem} | {ratio}"
+        else:
+            tail = "" if r.ratio_to_fw_int8 is None else f"{r.ratio_to_fw_int8:.2f}"
         print(
             f"| {r.corpus} | {r.system} | {r.audio_s:.1f} | {r.wall_s:.2f} | "
             f"{r.rtfx:.2f} | {100 * r.wer:.2f} | {r.load_mb:.0f} | "
-            f"{r.run_mb:.0f} | {ratio} |"
+            f"{r.run_mb:.0f} | {tail} |"
         )
 
 
@@ -441,9 +526,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="write rows, settings and texts")
     parser.add_argument(
         "--systems",
-        default=",".join(SYSTEMS),
-        help="comma-separated subset of: " + ", ".join(SYSTEMS),
+        default=None,
+        help="comma-separated subset of: " + ", ".join(SYSTEMS) + " (default: the "
+        "CPU systems, or on --device cuda the GPU ones)",
     )
+    parser.add_argument("--model", default="tiny.en", choices=("tiny.en", "base"))
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument(
         "--long-systems",
         help="systems for the long corpus (default: --systems, less transformers)",
@@ -454,6 +542,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-files", type=int, help="first N dev files (smoke runs)")
     args = parser.parse_args(argv)
 
+    SETTINGS.update(model=args.model, device=args.device)
+    if args.systems is None:
+        cpu_systems = [n for n in SYSTEMS if n not in GPU_SYSTEMS]
+        args.systems = ",".join(GPU_SYSTEMS if args.device == "cuda" else cpu_systems)
     torch.set_num_threads(N_THREADS)
     dev = load_dev_corpus(args.audio_dir)
     if args.max_files:
@@ -485,7 +577,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         meta = {
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, no GPU",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+            + (torch.cuda.get_device_name() if args.device == "cuda" else "no GPU"),
+            "model": args.model,
+            "device": args.device,
             "torch_threads": N_THREADS,
             "load_average_before_after": [load_before, os.getloadavg()],
             "python": sys.version.split()[0],
