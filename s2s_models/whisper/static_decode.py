@@ -26,11 +26,15 @@ the tests check it against the eager decoder, token for token.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from s2s_models.whisper.model import KVCache, Whisper
+
+log = logging.getLogger(__name__)
 
 
 def _bucket(n: int, rows: int) -> int:
@@ -136,11 +140,17 @@ class StaticDecoder:
             raise ValueError(f"decoder context of {self.capacity} tokens is full")
         self.tokens[:n, 0].copy_(tokens)
         self.position.fill_(self.length)
+        out = None
         if self.graphs:
-            graph, logits = self._graph(_bucket(n, self.rows))
-            graph.replay()
-            out = logits[:n]
-        else:
+            try:
+                graph, logits = self._graph(_bucket(n, self.rows))
+            except RuntimeError as exc:  # a kernel that cannot be captured: go on eager
+                log.warning("CUDA graph capture failed (%s); decoding without", exc)
+                self.graphs = False
+            else:
+                graph.replay()
+                out = logits[:n]
+        if out is None:
             out = self._step(n)
         self.length += 1
         return out
