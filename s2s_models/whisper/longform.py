@@ -22,8 +22,10 @@ and a segment whose text still compresses too well is dropped.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -215,20 +217,23 @@ def window_mels(
         batch = np.zeros((len(pieces), N_SAMPLES), dtype=np.float32)
         for i, piece in enumerate(pieces):
             batch[i, : min(len(piece), N_SAMPLES)] = piece[:N_SAMPLES]
-        mel = log_mel_spectrogram(torch.from_numpy(batch), model.dims.n_mels)
-        return pad_or_trim(mel, N_FRAMES).to(model.device)
+        mel = log_mel_spectrogram(
+            torch.from_numpy(batch), model.dims.n_mels, device=model.device
+        )
+        return pad_or_trim(mel, N_FRAMES)
     mels = [
         pad_or_trim(
             log_mel_spectrogram(
                 torch.from_numpy(np.ascontiguousarray(piece[:N_SAMPLES])),
                 model.dims.n_mels,
                 padding=HOP_LENGTH,
+                device=model.device,
             ),
             N_FRAMES,
         )
         for piece in pieces
     ]
-    return torch.stack(mels).to(model.device)
+    return torch.stack(mels)
 
 
 def _samples(audio: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
@@ -337,10 +342,33 @@ def transcribe_vad_batched(
     list[Transcription]
         One per input, in input order.
     """
+    with ThreadPoolExecutor(loader_threads(len(audios))) as pool:
+        # VAD of several files at once (onnxruntime releases the GIL)
+        plans = list(pool.map(lambda audio: plan_windows(audio, options), audios))
+        return _decode_windows(
+            model, tokenizer, audios, plans, options, on_progress, pool
+        )
+
+
+def loader_threads(n_items: int) -> int:
+    """Threads that plan windows and cut audio ahead of the model: a few on a big
+    machine (a GPU host), one on a 2-core CPU where the model needs the cores."""
+    return max(1, min(n_items, (os.cpu_count() or 1) // 2, 8))
+
+
+def _decode_windows(
+    model: Whisper,
+    tokenizer: WhisperTokenizer,
+    audios: list[np.ndarray],
+    plans: list[list[tuple[float, float]]],
+    options: TranscribeOptions,
+    on_progress: ProgressFn | None,
+    pool: ThreadPoolExecutor,
+) -> list[Transcription]:
+    """Decode the planned windows in batches; the next batch's audio is cut (and,
+    for FlacAudio, decoded) in ``pool`` while the model works on the current one."""
     windows = [
-        Window(i, start, end)
-        for i, audio in enumerate(audios)
-        for start, end in plan_windows(audio, options)
+        Window(i, start, end) for i, plan in enumerate(plans) for start, end in plan
     ]
     # similar lengths in a batch -> similar token counts, few steps at low occupancy
     windows.sort(key=lambda w: w.duration_s, reverse=True)
@@ -350,9 +378,19 @@ def transcribe_vad_batched(
     window_total = sum(w.duration_s for w in windows) or 1.0
     done = 0.0
     batch_size = options.batch_size or auto_batch_size(model, options.beam_size)
-    for first in range(0, len(windows), batch_size):
-        batch = windows[first : first + batch_size]
-        pieces = [_samples(audios[w.item], w.start_s, w.end_s) for w in batch]
+    batches = [
+        windows[first : first + batch_size]
+        for first in range(0, len(windows), batch_size)
+    ]
+
+    def cut(batch: list[Window]) -> list[np.ndarray]:
+        return [_samples(audios[w.item], w.start_s, w.end_s) for w in batch]
+
+    ahead = pool.submit(cut, batches[0]) if batches else None
+    for k, batch in enumerate(batches):
+        pieces = ahead.result()
+        if k + 1 < len(batches):
+            ahead = pool.submit(cut, batches[k + 1])
         results = _decode(
             model,
             tokenizer,
@@ -451,7 +489,9 @@ def transcribe_sequential(
     ):
         return assemble([], [], duration_s, options.language or "en")
     # one mel over the whole file + 30 s of zeros; windows are slices of it
-    mel = log_mel_spectrogram(audio, model.dims.n_mels, padding=N_SAMPLES)
+    mel = log_mel_spectrogram(
+        audio, model.dims.n_mels, padding=N_SAMPLES, device=model.device
+    )
     n_content = mel.shape[-1] - N_FRAMES  # frames of real audio
     base = options.decoding_options(without_timestamps=False)
     context: list[int] = (

@@ -200,6 +200,26 @@ def test_batching_across_files_matches_one_at_a_time(asr, speech_60s):
 
 
 @pytest.mark.slow
+def test_parallel_loading_changes_nothing(asr, speech_60s, monkeypatch):
+    """VAD planned in 4 threads and the next batch cut ahead give the same result
+    as one thread (the loader threads only prepare audio; the model runs alone)."""
+    from s2s_models.whisper import longform
+
+    audio, meta = speech_60s
+    clips = [
+        audio[int(item["start_s"] * SR) : int(item["end_s"] * SR)]
+        for item in meta["items"]
+    ] + [audio]
+    options = TranscribeOptions(batch_size=2)
+    monkeypatch.setattr(longform, "loader_threads", lambda n: 1)
+    one = asr.transcribe(clips, options)
+    monkeypatch.setattr(longform, "loader_threads", lambda n: 4)
+    four = asr.transcribe(clips, options)
+    assert [t.text for t in four] == [t.text for t in one]
+    assert [t.segments for t in four] == [t.segments for t in one]
+
+
+@pytest.mark.slow
 def test_silence_gives_empty_text_in_both_modes(asr):
     rng = np.random.default_rng(0)
     quiet = (1e-4 * rng.standard_normal(45 * SR)).astype(np.float32)
