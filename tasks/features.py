@@ -18,7 +18,7 @@ from prefect.cache_policies import NONE
 
 from s2s_models.audio import N_FFT, SAMPLE_RATE, log_mel_spectrogram_blockwise
 from tasks.ingest import iter_ingest_audio
-from tasks.schemas import FEATURES, float16_matrix_column
+from tasks.schemas import FEATURES
 from tasks.stage import fingerprint, release_memory, write_part
 
 SILENCE_DBFS = -60.0
@@ -138,15 +138,23 @@ def features_shard(
     opts = FeatureOptions(**options)
     rows = []  # one recording decoded at a time: memory follows the output only
     for utt_id, key, audio in iter_ingest_audio(ingest_part, utt_ids):
-        rows += compute_features([utt_id], [feature_key(key, opts)], [audio], opts)
-    mels = [r.pop("log_mel") for r in rows]
-    out = pa.Table.from_pylist(
-        rows, schema=FEATURES.remove(FEATURES.get_field_index("log_mel"))
-    )
-    out = out.append_column(FEATURES.field("log_mel"), float16_matrix_column(mels))
+        (row,) = compute_features([utt_id], [feature_key(key, opts)], [audio], opts)
+        if row["log_mel"] is not None:  # the stored layout: see tasks.schemas
+            row["log_mel"] = row["log_mel"].astype("<f2", copy=False).tobytes()
+        rows.append(row)
+    out = pa.Table.from_pylist(rows, schema=FEATURES)
     path = str(write_part(run_dir, "features", part_index, out))
     release_memory()
     return path
+
+
+def log_mel_array(row: dict) -> np.ndarray | None:
+    """The (n_mels, n_frames) float16 log-mel of a `features` row (a dict, e.g. from
+    `pd.read_parquet(RUN_DIR/features).iloc[i]` or `table.to_pylist()`)."""
+    if row["log_mel"] is None:
+        return None
+    mel = np.frombuffer(row["log_mel"], dtype="<f2")
+    return mel.reshape(int(row["n_mels"]), int(row["n_frames"]))
 
 
 def options_dict(options: FeatureOptions) -> dict:

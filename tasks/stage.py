@@ -180,6 +180,19 @@ def release_memory() -> None:
     libc.malloc_trim(0)
 
 
+def _holds_binary(kind: pa.DataType) -> bool:
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return True
+    return any(_holds_binary(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def _statistics_columns(schema: pa.Schema) -> list[str]:
+    """Columns that get Parquet min/max statistics: all but those holding binary
+    data. The writer keeps copies of a binary column's min and max values, so the
+    FLAC bytes of an hour-long recording would cost several times their size."""
+    return [f.name for f in schema if not _holds_binary(f.type)]
+
+
 def write_part(run_dir: str | Path, stage: str, index: int, table: pa.Table) -> Path:
     """Write `table` as part `index` of `stage` atomically; return its path."""
     schema = SCHEMAS[stage]
@@ -190,7 +203,11 @@ def write_part(run_dir: str | Path, stage: str, index: int, table: pa.Table) -> 
     tmp = target.with_name(f".{target.name}{TMP_MARKER}{os.getpid()}")
     try:
         pq.write_table(
-            table, tmp, compression="zstd", row_group_size=_row_group_rows(table)
+            table,
+            tmp,
+            compression="zstd",
+            row_group_size=_row_group_rows(table),
+            write_statistics=_statistics_columns(table.schema),
         )
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pyarrow.compute as pc
 import pytest
 
 from flows.ingest_corpus import ingest_corpus
+from tasks.features import log_mel_array
 from tasks.stage import read_stage
 from tests.conftest import BAD_AUDIO, SAMPLES
 from tests.fixtures.make_bad_audio import EXPECTED
@@ -32,6 +34,12 @@ def test_mixed_corpus_then_rerun_then_growth(tmp_path):
     ok_ids = set(ingest.filter(pc.equal(ingest["status"], "ok"))["utt_id"].to_pylist())
     assert set(features["utt_id"].to_pylist()) == ok_ids
     assert "jfk" in ok_ids and "bad/empty" not in ok_ids
+    # the stored log-mel: one float16 blob per row, read back as (n_mels, n_frames)
+    jfk = read_stage(run, "features").to_pandas().set_index("utt_id").loc["jfk"]
+    mel = log_mel_array(jfk)
+    assert mel.dtype == np.float16 and mel.shape == (80, jfk["n_frames"])
+    assert mel.shape[1] == pytest.approx(100 * 11.0, abs=2)  # jfk.flac is 11 s
+    assert np.isfinite(mel).all() and -1.5 < mel.min() < mel.max() <= 2.5
 
     again = ingest_corpus(
         [str(corpus / "good"), str(corpus / "bad")], run, shard_size=4
