@@ -350,7 +350,7 @@ def decode_flac(data: bytes) -> tuple[np.ndarray, int]:
 
 
 def iter_ingest_audio(
-    ingest_part: str, utt_ids: list[str], stream_above_s: float | None = None
+    ingest_part: str, utt_ids: list[str], stream_above_s: float = STREAM_ABOVE_SECONDS
 ) -> Iterator[tuple[str, str, np.ndarray | FlacAudio]]:
     """(utt_id, input_key, 16 kHz audio) of the given rows of an ingest part, in
     part order, decoded one at a time: what every downstream stage task starts
@@ -358,33 +358,35 @@ def iter_ingest_audio(
     are in memory at once.
 
     Audio is a float32 array, or, for recordings longer than `stream_above_s`
-    (default STREAM_ABOVE_SECONDS; None for the default), a `FlacAudio` that the
-    stages read slice by slice, so a long file never sits in memory as floats.
+    (by the row's stored length), a `FlacAudio` that the stages read slice by
+    slice, so a long file never sits in memory as floats.
     """
     import pyarrow.parquet as pq
 
-    limit = STREAM_ABOVE_SECONDS if stream_above_s is None else stream_above_s
     wanted = set(utt_ids)
     part = pq.ParquetFile(ingest_part)
     for group in range(part.num_row_groups):
         ids = part.read_row_group(group, columns=["utt_id"]).column(0).to_pylist()
         if wanted.isdisjoint(ids):
             continue
-        table = part.read_row_group(group, columns=["utt_id", "input_key", "audio"])
+        columns = ["utt_id", "input_key", "num_samples", "sampling_rate", "audio"]
+        table = part.read_row_group(group, columns=columns)
         rows = [row for row in table.to_pylist() if row["utt_id"] in wanted]
         del table  # Arrow's copy and its decompression buffers: give them back now
         pa.default_memory_pool().release_unused()
         rows.reverse()
         while rows:  # popped, so a yielded recording's bytes can go once it is done
             row = rows.pop()
-            audio = FlacAudio(row["audio"]["bytes"])
-            if len(audio) <= limit * audio.sample_rate:
-                audio = np.asarray(audio)
+            data = row["audio"]["bytes"]
+            if row["num_samples"] > stream_above_s * row["sampling_rate"]:
+                audio = FlacAudio(data)
+            else:
+                audio, _ = decode_flac(data)
             yield row["utt_id"], row["input_key"], audio
 
 
 def read_ingest_audio(
-    ingest_part: str, utt_ids: list[str], stream_above_s: float | None = None
+    ingest_part: str, utt_ids: list[str], stream_above_s: float = STREAM_ABOVE_SECONDS
 ) -> list[tuple[str, str, np.ndarray | FlacAudio]]:
     """All of `iter_ingest_audio` at once (the ASR batches across recordings)."""
     return list(iter_ingest_audio(ingest_part, utt_ids, stream_above_s))

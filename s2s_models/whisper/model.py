@@ -131,17 +131,20 @@ class MultiHeadAttention(nn.Module):
         x: Tensor,
         kv: tuple[Tensor, Tensor],
         causal_offset: int | None = None,
+        mask: Tensor | None = None,
     ) -> Tensor:
         """Attend from ``x`` (batch, n_q, n_state) to ``kv`` (two (b, h, n_k, d)).
 
         ``causal_offset`` is None for full attention; otherwise query ``i`` sits at
         position ``causal_offset + i`` and may see keys up to that position.
+        ``mask`` (boolean, True = may attend, broadcast to (b, h, n_q, n_k)) is
+        used as given instead: the fixed-shape decoder masks unused cache slots.
         """
         q = self._split(self.query(x))  # (batch, n_head, n_q, head_dim)
         key, value = kv
         n_q, n_k = q.shape[2], key.shape[2]
-        mask, is_causal = None, False
-        if causal_offset is not None and n_q > 1:
+        is_causal = False
+        if mask is None and causal_offset is not None and n_q > 1:
             if causal_offset == 0 and n_q == n_k:
                 is_causal = True
             else:

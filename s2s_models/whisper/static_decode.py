@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from s2s_models.whisper.model import KVCache, Whisper
@@ -98,17 +97,12 @@ class StaticDecoder:
         x = x.to(self.self_kv[0][0].dtype)
         mask = (self.key_index <= self.position)[None, None, None, :]  # (1,1,1,cap)
         for layer, block in enumerate(decoder.blocks):
-            attn = block.attn
             h = block.attn_ln(x)
-            new_k, new_v = attn.project_kv(h)  # (n, n_head, 1, head_dim)
+            new_k, new_v = block.attn.project_kv(h)  # (n, n_head, 1, head_dim)
             k_buf, v_buf = self.self_kv[layer]
             k_buf[:n].index_copy_(2, self.position, new_k)
             v_buf[:n].index_copy_(2, self.position, new_v)
-            q = attn._split(attn.query(h))
-            out = F.scaled_dot_product_attention(
-                q, k_buf[:n], v_buf[:n], attn_mask=mask
-            )  # (n, n_head, 1, head_dim)
-            x = x + attn.out(out.transpose(1, 2).flatten(2))
+            x = x + block.attn(h, (k_buf[:n], v_buf[:n]), mask=mask)
             ck, cv = self.cross_kv[layer]
             x = x + block.cross_attn(block.cross_attn_ln(x), (ck[:n], cv[:n]))
             x = x + block.mlp(block.mlp_ln(x))
