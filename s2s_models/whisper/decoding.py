@@ -10,6 +10,7 @@ row's history, in a loop over rows (never over the vocabulary).
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from s2s_models.whisper.model import KVCache, Whisper
-from s2s_models.whisper.static_decode import StaticDecoder
+from s2s_models.whisper.static_decode import StaticDecoder, static_decoder
 from s2s_models.whisper.tokenizer import TIME_PRECISION, WhisperTokenizer
 
 
@@ -556,13 +557,15 @@ def _sample_group(model, rules, state, options, max_new, eot):
     steps = options.decode_steps
     if steps == "auto":
         steps = "graphs" if model.device.type == "cuda" else "eager"
-    static = None
-    if options.temperature == 0 and n_group == 1 and steps != "eager":
-        static = StaticDecoder(model, state[2], graphs=steps == "graphs")
-    candidates = _sample_loop(
-        model, rules, state, options.temperature, max_new, eot, n_group,
-        options.seed, static,
-    )  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        static = None
+        if options.temperature == 0 and n_group == 1 and steps != "eager":
+            graphs = steps == "graphs"
+            static = stack.enter_context(static_decoder(model, state[2], graphs))
+        candidates = _sample_loop(
+            model, rules, state, options.temperature, max_new, eot, n_group,
+            options.seed, static,
+        )  # fmt: skip
     best = []
     for window in range(n_windows):
         group = candidates[window * n_group : (window + 1) * n_group]

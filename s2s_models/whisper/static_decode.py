@@ -22,11 +22,20 @@ not arithmetic, bounds a tiny or base model's decode.
 On CUDA each batch size's step is captured once in a CUDA graph and replayed for
 every token. On the CPU the same code runs eagerly (``graphs=False``): that is how
 the tests check it against the eager decoder, token for token.
+
+The buffers and graphs outlive a batch: :func:`static_decoder` keeps one decoder
+per model and loads each new batch into it (prefix K/V and cross-attention K/V
+copied into the same storage), so a corpus captures its graphs once, not once per
+batch. A batch with more rows than the kept decoder, another dtype or device, or
+a second thread decoding at the same time gets a decoder of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -42,49 +51,83 @@ def _bucket(n: int, rows: int) -> int:
 
 
 class StaticDecoder:
-    """Greedy decoding steps for ``rows`` windows whose prefix is already in ``cache``.
+    """Greedy decoding steps over fixed buffers for up to ``rows`` windows (the
+    first batch's size).
 
     Parameters
     ----------
     model
         The Whisper model (any device and dtype).
     cache
-        The eager cache after the prompt pass (``Whisper.logits`` on the prefix):
-        its self-attention K/V are copied into the fixed buffers and its
-        cross-attention K/V are used as they are (compacted in place later).
+        The eager cache after the prompt pass (``Whisper.logits`` on the prefix) of
+        the first batch; sizes the buffers and is loaded as by :meth:`load`.
     graphs
         Capture and replay CUDA graphs (CUDA only); eager fixed-shape steps if False.
     """
 
     def __init__(self, model: Whisper, cache: KVCache, graphs: bool = False):
-        if cache.cross_group != 1:
-            raise ValueError("StaticDecoder decodes one row per window (greedy)")
         if graphs and model.device.type != "cuda":
             raise ValueError("CUDA graphs need the model on a CUDA device")
-        self.model, self.graphs = model, graphs
+        self.model, self.graphs, self.wants_graphs = model, graphs, graphs
         decoder = model.decoder
         self.capacity = decoder.positional_embedding.shape[0]
-        self.length = cache.n_tokens  # position of the next token
-        first_k = cache.self_kv[0][0]
-        self.rows = self.n = first_k.shape[0]
+        first_k, first_ck = cache.self_kv[0][0], cache.cross_kv[0][0]
+        self.rows = first_k.shape[0]
         device, dtype = first_k.device, first_k.dtype
-        self.self_kv, self.cross_kv = [], []
-        for layer in range(len(decoder.blocks)):
-            key, value = cache.self_kv[layer]
-            shape = (self.rows, key.shape[1], self.capacity, key.shape[3])
-            k_buf = torch.zeros(shape, device=device, dtype=dtype)
-            v_buf = torch.zeros(shape, device=device, dtype=dtype)
-            k_buf[:, :, : self.length] = key
-            v_buf[:, :, : self.length] = value
-            self.self_kv.append((k_buf, v_buf))
-            ck, cv = cache.cross_kv[layer]
-            self.cross_kv.append((ck.contiguous(), cv.contiguous()))
-        cache.self_kv.clear()  # the buffers above replace them
-        cache.cross_kv.clear()
+
+        def buffer(like: Tensor, positions: int) -> Tensor:
+            shape = (self.rows, like.shape[1], positions, like.shape[3])
+            return torch.zeros(shape, device=device, dtype=dtype)
+
+        self.self_kv = [
+            (buffer(first_k, self.capacity), buffer(first_k, self.capacity))
+            for _ in decoder.blocks
+        ]
+        self.cross_kv = [
+            (buffer(first_ck, first_ck.shape[2]), buffer(first_ck, first_ck.shape[2]))
+            for _ in decoder.blocks
+        ]
         self.tokens = torch.zeros(self.rows, 1, dtype=torch.long, device=device)
-        self.position = torch.full((1,), self.length, dtype=torch.long, device=device)
+        self.position = torch.zeros(1, dtype=torch.long, device=device)
         self.key_index = torch.arange(self.capacity, device=device)
+        self._weights = decoder.token_embedding.weight.data_ptr()
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+        self.lock = threading.Lock()
+        self.n = self.length = 0
+        self.load(cache)
+
+    def fits(self, model: Whisper, cache: KVCache, graphs: bool) -> bool:
+        """Whether ``cache``'s batch can be loaded into these buffers (and graphs)."""
+        key, cross_key = cache.self_kv[0][0], cache.cross_kv[0][0]
+        mine, my_cross = self.self_kv[0][0], self.cross_kv[0][0]
+        return (
+            model is self.model
+            and graphs == self.wants_graphs
+            and model.decoder.token_embedding.weight.data_ptr() == self._weights
+            and key.shape[0] <= self.rows
+            and key.shape[1:2] + key.shape[3:] == mine.shape[1:2] + mine.shape[3:]
+            and cross_key.shape[1:] == my_cross.shape[1:]
+            and (key.dtype, key.device) == (mine.dtype, mine.device)
+        )
+
+    @torch.inference_mode()
+    def load(self, cache: KVCache) -> None:
+        """Copy a new batch's prefix K/V and cross-attention K/V into the buffers;
+        ``cache`` is emptied (the buffers replace it)."""
+        if cache.cross_group != 1:
+            raise ValueError("StaticDecoder decodes one row per window (greedy)")
+        length = cache.n_tokens
+        n = cache.self_kv[0][0].shape[0]
+        for layer, ((k_buf, v_buf), (ck_buf, cv_buf)) in enumerate(
+            zip(self.self_kv, self.cross_kv, strict=True)
+        ):
+            key, value = cache.self_kv[layer]
+            k_buf[:n, :, :length], v_buf[:n, :, :length] = key, value
+            cross_key, cross_value = cache.cross_kv[layer]
+            ck_buf[:n], cv_buf[:n] = cross_key, cross_value
+        cache.self_kv.clear()
+        cache.cross_kv.clear()
+        self.n, self.length = n, length
 
     # ------------------------------------------------------------------ the step
     def _step(self, n: int) -> Tensor:
@@ -163,3 +206,30 @@ class StaticDecoder:
             ck[:n] = ck.index_select(0, index)
             cv[:n] = cv.index_select(0, index)
         self.n = n
+
+
+@contextlib.contextmanager
+def static_decoder(
+    model: Whisper, cache: KVCache, graphs: bool
+) -> Iterator[StaticDecoder]:
+    """A :class:`StaticDecoder` loaded with ``cache``'s batch, for one decode.
+
+    Reuses the model's kept decoder (its buffers and captured graphs) when the batch
+    fits it and no other thread holds it. Otherwise builds one, which replaces the
+    kept one unless that was busy in another thread.
+    """
+    kept: StaticDecoder | None = getattr(model, "_static_decoder", None)
+    busy = kept is not None and not kept.lock.acquire(blocking=False)
+    if kept is not None and not busy:
+        try:
+            if kept.fits(model, cache, graphs):
+                kept.load(cache)
+                yield kept
+                return
+        finally:
+            kept.lock.release()
+    decoder = StaticDecoder(model, cache, graphs)
+    with decoder.lock:
+        if not busy:
+            model._static_decoder = decoder
+        yield decoder
