@@ -112,6 +112,8 @@ def cmd_train_tts(args: argparse.Namespace) -> int:
     config = {"seed": args.seed, "bf16": not args.no_bf16}
     if args.frames_per_batch:
         config["frames_per_batch"] = args.frames_per_batch
+    if args.front_end:
+        config["front_end"] = args.front_end
     summary = train_tts(
         dataset=args.dataset, ckpt_dir=args.out, heldout_file=args.heldout,
         max_steps=args.max_steps, max_minutes=args.max_minutes,
@@ -153,6 +155,9 @@ def register_train(subparsers) -> None:
                    help="evaluation judge (default tiny.en; repeatable)")  # fmt: skip
     p.add_argument("--frames-per-batch", type=int, default=None,
                    help="padded mel frames per batch (default 6000)")  # fmt: skip
+    p.add_argument("--front-end", choices=("phonemes", "characters"), default=None,
+                   help="text input of a new voice (default phonemes: CMUdict "
+                   "ARPAbet; characters: letters as written)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-bf16", action="store_true", help="train in float32")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

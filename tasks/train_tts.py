@@ -52,6 +52,7 @@ class TrainConfig:
     n_speech_layer: int = 4
     reduction_factor: int = 3
     n_postnet_units: int = 256
+    front_end: str = "phonemes"  # or "characters" (see s2s_models.speecht5.phonemes)
     # optimisation
     frames_per_batch: int = 6000  # padded mel frames per batch (length-bucketed)
     max_batch: int = 64
@@ -139,7 +140,7 @@ class Trainer:
         self.dir = Path(ckpt_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.device = pick_device(device)
-        self.tokenizer = PhonemeTokenizer(PhonemeTokenizer.default_symbols())
+        self.tokenizer = PhonemeTokenizer.for_front_end(config.front_end)
         latest = self.dir / "latest"
         if (latest / TRAINER_FILE).exists():
             saved = json.loads((latest / TRAINER_FILE).read_text())

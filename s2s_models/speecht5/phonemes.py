@@ -6,6 +6,11 @@ as tokens and a word-boundary token between words. A word the dictionary lacks i
 spelled letter by letter, and integers are read out as English words first, so every
 input maps to symbols the voice was trained on: nothing is silently dropped.
 
+The same tokenizer has a second front end, ``characters``: the lower-cased letters and
+apostrophes of each word (numbers read out the same way), with the same punctuation and
+word-boundary tokens. It exists to measure what the phonemes buy (``s2s train-tts
+--front-end characters``); a voice records its front end in ``phonemes.json``.
+
 The tokenizer has the interface of ``SpeechT5Tokenizer`` (``encode``,
 ``encode_batch``, ``vocabulary``, ``decode``), so the synthesis stages use either. Ids:
 ``<s>`` = 0, ``<pad>`` = 1, ``</s>`` = 2, ``<unk>`` = 3, then the symbols in the order
@@ -27,11 +32,13 @@ from .tokenizer import EncodedBatch, EncodedText, normalize_text, pad_batch
 LEXICON_FILE = Path(__file__).parent / "cmudict" / "cmudict.dict.gz"
 SYMBOLS_FILE = "phonemes.json"
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
+FRONT_ENDS = {"phonemes": "cmudict-arpabet", "characters": "characters"}
 WORD_BOUNDARY = " "
 PUNCTUATION = [",", ".", "?", "!", ";", ":", "-"]
 _VOWELS = "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split()
 _CONSONANTS = "B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH".split()
 PHONEMES = [v + s for v in _VOWELS for s in "012"] + _CONSONANTS
+LETTERS = list(string.ascii_lowercase) + ["'"]
 LETTER_NAMES = {
     "a": "EY1",
     "b": "B IY1",
@@ -137,8 +144,10 @@ class Lexicon:
         ]
 
 
-def text_to_symbols(text: str, lexicon: Lexicon) -> tuple[list[str], list[str]]:
-    """Normalised text -> symbols, and the words that had to be spelled out."""
+def text_to_symbols(text: str, lexicon: Lexicon | None) -> tuple[list[str], list[str]]:
+    """Normalised text -> symbols, and the words that had to be spelled out.
+
+    Without a lexicon, a word's symbols are its lower-cased characters."""
     symbols: list[str] = []
     spelled: list[str] = []
     for token in _TOKEN.findall(text):
@@ -150,8 +159,9 @@ def text_to_symbols(text: str, lexicon: Lexicon) -> tuple[list[str], list[str]]:
             symbols.append(token)
             continue
         for word in token_words:
-            phones = lexicon.lookup(word)
-            if phones is None:
+            if lexicon is None:
+                phones = list(word.lower())
+            elif (phones := lexicon.lookup(word)) is None:
                 spelled.append(word)
                 phones = lexicon.spell(word)
             if symbols and symbols[-1] != WORD_BOUNDARY:
@@ -164,27 +174,43 @@ def text_to_symbols(text: str, lexicon: Lexicon) -> tuple[list[str], list[str]]:
 
 
 class PhonemeTokenizer:
-    """Text -> phoneme ids for a voice folder that has ``phonemes.json``."""
+    """Text -> symbol ids for a voice folder that has ``phonemes.json``: phonemes, or
+    characters with ``front_end="characters"``."""
 
-    def __init__(self, symbols: Sequence[str]):
+    def __init__(self, symbols: Sequence[str], front_end: str = "phonemes"):
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"front end must be one of {sorted(FRONT_ENDS)}")
+        self.front_end = front_end
         self.symbols = list(symbols)
         self.index = {s: i for i, s in enumerate(self.symbols)}
         self.bos_id, self.pad_id = self.index["<s>"], self.index["<pad>"]
         self.eos_id, self.unk_id = self.index["</s>"], self.index["<unk>"]
         self.vocabulary = VOCABULARY
-        self.lexicon = Lexicon.bundled()
+        self.lexicon = Lexicon.bundled() if front_end == "phonemes" else None
 
     @classmethod
-    def default_symbols(cls) -> list[str]:
-        return SPECIALS + [WORD_BOUNDARY] + PUNCTUATION + PHONEMES
+    def default_symbols(cls, front_end: str = "phonemes") -> list[str]:
+        units = PHONEMES if front_end == "phonemes" else LETTERS
+        return SPECIALS + [WORD_BOUNDARY] + PUNCTUATION + units
+
+    @classmethod
+    def for_front_end(cls, front_end: str) -> PhonemeTokenizer:
+        """A new voice's tokenizer."""
+        return cls(cls.default_symbols(front_end), front_end)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> PhonemeTokenizer:
         config = json.loads((Path(model_dir) / SYMBOLS_FILE).read_text())
-        return cls(config["symbols"])
+        stored = config.get("front_end", FRONT_ENDS["phonemes"])
+        names = {v: k for k, v in FRONT_ENDS.items()}
+        if stored not in names:
+            raise ValueError(
+                f"{model_dir}/{SYMBOLS_FILE}: unknown front end {stored!r}"
+            )
+        return cls(config["symbols"], names[stored])
 
     def save(self, model_dir: str | Path) -> None:
-        payload = {"front_end": "cmudict-arpabet", "symbols": self.symbols}
+        payload = {"front_end": FRONT_ENDS[self.front_end], "symbols": self.symbols}
         (Path(model_dir) / SYMBOLS_FILE).write_text(json.dumps(payload, indent=1))
 
     def __len__(self) -> int:

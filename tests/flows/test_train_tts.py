@@ -168,3 +168,19 @@ def test_train_resume_and_use_as_voice(tmp_path, dataset):
     voice = load_speecht5_voice(str(ckpt / "best"))
     assert isinstance(voice.tokenizer, PhonemeTokenizer)
     assert voice.model.dims.n_state == 32
+
+
+def test_character_front_end_voice(tmp_path, dataset):
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("\n".join(HELDOUT) + "\n")
+    ckpt = tmp_path / "chars"
+    summary = train_tts(
+        dataset=dataset, ckpt_dir=str(ckpt), heldout_file=str(heldout), max_steps=2,
+        eval_every=2, eval_sentences=1, config={**TINY, "front_end": "characters"},
+    )  # fmt: skip
+    assert summary["step"] == 2
+    voice = load_speecht5_voice(str(ckpt / "best"))
+    assert voice.tokenizer.front_end == "characters"
+    assert voice.model.dims.n_vocab == len(voice.tokenizer) == 39
+    saved = json.loads((ckpt / "latest" / "trainer.json").read_text())["config"]
+    assert saved["front_end"] == "characters"

@@ -55,3 +55,27 @@ def test_tokenizer_roundtrip_and_batch(tmp_path):
     assert batch.input_ids.shape[0] == 2
     assert batch.attention_mask[0].sum() < batch.attention_mask[1].sum()
     assert int(batch.input_ids[0, -1]) == again.pad_id
+
+
+def test_character_front_end_roundtrip(tmp_path):
+    tok = PhonemeTokenizer.for_front_end("characters")
+    assert len(tok) == 4 + 1 + 7 + 27  # specials, boundary, punctuation, a-z and '
+    symbols, spelled = text_to_symbols("The cat's 2 hats, Qzxv!", None)
+    assert spelled == []  # nothing is spelled: every word is its letters
+    assert "".join(symbols) == "the cat's two hats , qzxv !"
+    tok.save(tmp_path)
+    again = PhonemeTokenizer.from_pretrained(tmp_path)
+    assert again.front_end == "characters" and again.lexicon is None
+    enc = again.encode("It's 40\u2014done.")
+    assert again.unk_id not in enc.ids
+    assert again.decode(enc.ids) == "i t ' s | f o r t y | - | d o n e | ."
+
+
+def test_front_end_is_read_back_and_checked(tmp_path):
+    PhonemeTokenizer.for_front_end("phonemes").save(tmp_path)
+    assert PhonemeTokenizer.from_pretrained(tmp_path).front_end == "phonemes"
+    (tmp_path / "phonemes.json").write_text('{"front_end": "klingon", "symbols": []}')
+    with pytest.raises(ValueError, match="unknown front end 'klingon'"):
+        PhonemeTokenizer.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="front end must be one of"):
+        PhonemeTokenizer([], "klingon")
