@@ -68,12 +68,13 @@ def gpu_annotation(device: str):
     Only inside a Dask task runner and only when the stage really uses CUDA;
     elsewhere a no-op context.
     """
-    import torch
     from prefect.context import FlowRunContext
+
+    from s2s_models.device import resolve_device
 
     ctx = FlowRunContext.get()
     runner = type(getattr(ctx, "task_runner", None)).__name__ if ctx else ""
-    uses_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    uses_cuda = resolve_device(device).type == "cuda"
     if runner != "DaskTaskRunner" or not uses_cuda:
         return contextlib.nullcontext()
     import dask

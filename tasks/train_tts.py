@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from s2s_models.device import resolve_device
 from s2s_models.speecht5 import SpeechT5Dims, SpeechT5TTS, save_speecht5
 from s2s_models.speecht5.checkpoints import load_speecht5
 from s2s_models.speecht5.generation import GenerationOptions, generate_speech
@@ -112,12 +113,6 @@ class TrainerState:
     train_seconds: float = 0.0
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def lr_at(step: int, config: TrainConfig) -> float:
     """Linear warm-up to ``lr``, then inverse square-root decay; with a cool-down,
     linear from the rate at ``cooldown_start`` to zero ``cooldown_steps`` later."""
@@ -139,7 +134,7 @@ class Trainer:
     def __init__(self, ckpt_dir: str | Path, config: TrainConfig, device: str = "auto"):
         self.dir = Path(ckpt_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.tokenizer = PhonemeTokenizer.for_front_end(config.front_end)
         latest = self.dir / "latest"
         if (latest / TRAINER_FILE).exists():

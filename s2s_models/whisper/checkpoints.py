@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from s2s_models.device import resolve_device
 from s2s_models.whisper.model import Whisper, WhisperDims
 from s2s_models.whisper.tokenizer import WhisperTokenizer
 
@@ -468,20 +469,13 @@ def resolve_precision(device: str, precision: str = "auto") -> str:
                 f"precision must be auto, {', '.join(DTYPES)}; got {precision!r}"
             )
         return precision
-    if _resolve_device(device).type == "cuda":
+    if resolve_device(device).type == "cuda":
         return "float16"
     return "bfloat16" if cpu_has_fast_bf16() else "float32"
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    """ "auto" is CUDA when available, else the CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
-
-
 def _pick_device_dtype(device: str, dtype: torch.dtype | None):
-    device = _resolve_device(device)
+    device = resolve_device(device)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES.values():
