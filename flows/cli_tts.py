@@ -202,7 +202,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-chars", type=int, default=1000,
                    help="longer texts are refused (default: 1000)")  # fmt: skip
     p.add_argument("--asr-model", default="tiny.en", help="round-trip ASR model")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="for SpeechT5 generation, HiFi-GAN and the ASR judge "
+                   "(auto: CUDA when available)")  # fmt: skip
     p.add_argument("--no-dnsmos", action="store_true", help="skip predicted MOS")
     p.add_argument("--compare", metavar="OTHER_RUN_DIR", default=None)
     p.add_argument("--retry-failed", action="store_true")

@@ -152,12 +152,12 @@ def regenerate_tts_dataset(
                 run_dir, "tts_requests", "mels",
                 lambda k: mel_key(k, engine_fp, synthesis, limit), mels_shard,
                 {"synthesis": asdict(synthesis), "engine_fp": engine_fp,
-                 "limit": limit},
+                 "limit": limit, "device": device},
                 shard_size, retry_failed, {"parameters": asdict(synthesis)},
             ),
             downstream_stage(
                 run_dir, "mels", "audio", lambda k: audio_key(k, spec), audio_shard,
-                {"spec": asdict(spec)}, shard_size, retry_failed,
+                {"spec": asdict(spec), "device": device}, shard_size, retry_failed,
                 {"vocoder": asdict(spec)},
             ),
             downstream_stage(

@@ -42,6 +42,7 @@ import torch
 from prefect import task
 from prefect.cache_policies import NONE
 
+from s2s_models.device import resolve_device
 from s2s_models.speecht5 import GenerationOptions, generate_speech
 from s2s_models.speecht5.tokenizer import normalize_text
 from s2s_models.vocoders import speecht5_log_mel
@@ -301,10 +302,15 @@ def mel_key(request_key_: str, engine_fp: str, synthesis: SynthesisOptions,
 
 
 def _generate_batch(voice, texts: list[str], speaker, options) -> tuple[list, list]:
+    device = voice.model.feat_out.weight.device
     enc = voice.tokenizer.encode_batch(texts)
-    result = generate_speech(voice.model, enc.input_ids, enc.attention_mask, speaker,
-                             options.generation())  # fmt: skip
-    return [m.float().numpy() for m in result.mels], result.stopped
+    if speaker is not None:
+        speaker = speaker.to(device)
+    result = generate_speech(
+        voice.model, enc.input_ids.to(device), enc.attention_mask.to(device),
+        speaker, options.generation(),
+    )  # fmt: skip
+    return [m.float().cpu().numpy() for m in result.mels], result.stopped
 
 
 def compute_mels_speecht5(
@@ -399,9 +405,10 @@ def read_mel(column: pa.ListArray, i: int) -> np.ndarray:
 @task(name="mels-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def mels_shard(
     run_dir: str, part_index: int, upstream_part: str, utt_ids: list[str],
-    synthesis: dict, engine_fp: str, limit: int,
+    synthesis: dict, engine_fp: str, limit: int, device: str = "auto",
 ) -> str:  # fmt: skip
-    """Synthesize `utt_ids` of one tts_requests part; write one mels part."""
+    """Synthesize `utt_ids` of one tts_requests part on `device` (SpeechT5; teachers
+    run on the CPU); write one mels part."""
     synth = SynthesisOptions(**synthesis)
     wanted = set(utt_ids)
     cols = ["utt_id", "input_key", "text", "normalized_text", "speaker"]
@@ -413,6 +420,7 @@ def mels_shard(
     with torch.inference_mode():
         if synth.engine == "speecht5":
             voice = load_speecht5_voice(synth.voice)
+            voice.model.to(resolve_device(device))  # the cached voice moves once
             out_rows = compute_mels_speecht5(voice, rows, synth, limit)
         else:
             out_rows = compute_mels_teacher(

@@ -30,6 +30,7 @@ import torch
 from prefect import task
 from prefect.cache_policies import NONE
 
+from s2s_models.device import resolve_device
 from s2s_models.vocoders import (
     GriffinLimOptions,
     griffin_lim_from_log_mel,
@@ -51,6 +52,7 @@ VOCODER_NAMES = ("auto", "hifigan", "griffinlim")
 HOP_LENGTH = 256  # samples per SpeechT5 mel frame at 16 kHz
 MIN_GRIFFINLIM_FRAMES = 8
 MEL_FLOOR_LOG = -10.0  # log10 of SpeechT5's mel floor (1e-10): silence
+HIFIGAN_FRAMES_PER_BATCH = 8192  # padded mel frames per HiFi-GAN call (~131 s)
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,59 @@ def vocode(spec: VocoderSpec, mel: np.ndarray) -> np.ndarray:
                 tensor, (0, 0, 0, pad), value=MEL_FLOOR_LOG
             )
             return griffin_lim_from_log_mel(tensor).numpy()[: n_frames * HOP_LENGTH]
-        generator = load_hifigan(spec.path)
+        generator = load_hifigan(spec.path).cpu()
         return generator(tensor[None])[0].numpy()
+
+
+def vocode_hifigan_batches(
+    generator, mels: list[np.ndarray], device: str = "auto"
+) -> list[tuple[np.ndarray | Exception, float]]:
+    """HiFi-GAN over length-sorted, padded batches on ``device``: (audio of
+    ``n_frames * hop`` samples, seconds) per mel, or the exception for a mel that
+    fails alone (a batch that raises is redone item by item). The padding is
+    silence; only the last frames' samples can see it, through the receptive field.
+    Seconds are the batch's wall time shared out by frames."""
+    target = resolve_device(device)
+    generator.to(target)
+    hop = generator.dims.hop_length
+    order = sorted(range(len(mels)), key=lambda i: len(mels[i]))
+    out: list = [None] * len(mels)
+
+    def run(batch: list[int]) -> list[np.ndarray]:
+        tensors = [torch.from_numpy(np.asarray(mels[i], dtype=np.float32))
+                   for i in batch]  # fmt: skip
+        padded = torch.nn.utils.rnn.pad_sequence(
+            tensors, batch_first=True, padding_value=MEL_FLOOR_LOG
+        )
+        with torch.inference_mode():
+            audio = generator(padded.to(target)).float().cpu().numpy()
+        return [audio[j, : len(t) * hop] for j, t in enumerate(tensors)]
+
+    start = 0
+    while start < len(order):
+        batch = [order[start]]  # ascending: each mel added is the longest so far
+        while (
+            start + len(batch) < len(order)
+            and (len(batch) + 1) * len(mels[order[start + len(batch)]])
+            <= HIFIGAN_FRAMES_PER_BATCH
+        ):
+            batch.append(order[start + len(batch)])
+        start += len(batch)
+        t0 = time.perf_counter()
+        try:
+            audios = run(batch)
+        except Exception:  # noqa: BLE001 - isolate the failing mel below
+            audios = []
+            for i in batch:
+                try:
+                    audios.extend(run([i]))
+                except Exception as exc:  # noqa: BLE001 - becomes a failed row
+                    audios.append(exc)
+        wall = time.perf_counter() - t0
+        frames = sum(len(mels[i]) for i in batch) or 1
+        for i, audio in zip(batch, audios, strict=True):
+            out[i] = (audio, wall * len(mels[i]) / frames)
+    return out
 
 
 def audio_key(mel_key: str, spec: VocoderSpec) -> str:
@@ -136,14 +189,30 @@ def _audio_row(row: dict, audio: np.ndarray, kind: str, seconds: float) -> dict:
             "error": None}  # fmt: skip
 
 
-def compute_audio(rows: list[dict], mels: list, spec: VocoderSpec) -> list[dict]:
+def compute_audio(
+    rows: list[dict], mels: list, spec: VocoderSpec, device: str = "auto"
+) -> list[dict]:
     """Pure stage logic: one audio row per mels row (`mels[i]` (n_frames, 80) or
-    None; teacher rows carry `engine_audio`)."""
+    None; teacher rows carry `engine_audio`). HiFi-GAN runs in padded batches on
+    `device`; Griffin-Lim runs on the CPU, one mel at a time."""
+    batched: dict[int, tuple] = {}
+    if spec.kind == "hifigan":
+        have = [i for i, mel in enumerate(mels) if mel is not None]
+        results = vocode_hifigan_batches(
+            load_hifigan(spec.path), [mels[i] for i in have], device
+        )
+        batched = dict(zip(have, results, strict=True))
     out = []
-    for row, mel in zip(rows, mels, strict=True):
+    for index, (row, mel) in enumerate(zip(rows, mels, strict=True)):
         engine_audio = row.pop("engine_audio", None)
         t0 = time.perf_counter()
         try:
+            if index in batched:
+                audio, seconds = batched[index]
+                if isinstance(audio, Exception):
+                    raise audio
+                out.append(_audio_row(row, audio, spec.kind, seconds))
+                continue
             if spec.kind == "engine":
                 if engine_audio is None:
                     raise ValueError("no engine audio in the mels row")
@@ -162,9 +231,10 @@ def compute_audio(rows: list[dict], mels: list, spec: VocoderSpec) -> list[dict]
 @task(name="audio-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
 def audio_shard(
     run_dir: str, part_index: int, upstream_part: str, utt_ids: list[str],
-    spec: dict,
+    spec: dict, device: str = "auto",
 ) -> str:  # fmt: skip
-    """Vocode `utt_ids` of one mels part; write one audio part."""
+    """Vocode `utt_ids` of one mels part (HiFi-GAN on `device`); write one audio
+    part."""
     vocoder = VocoderSpec(**spec)
     wanted = set(utt_ids)
     cols = ["utt_id", "input_key", "text", "normalized_text", "speaker"]
@@ -183,7 +253,8 @@ def audio_shard(
     rows = table.to_pylist()
     for r in rows:
         r["input_key"] = audio_key(r["input_key"], vocoder)
-    out = pa.Table.from_pylist(compute_audio(rows, mels, vocoder), schema=TTS_AUDIO)
+    audio_rows = compute_audio(rows, mels, vocoder, device)
+    out = pa.Table.from_pylist(audio_rows, schema=TTS_AUDIO)
     return str(write_part(run_dir, "audio", part_index, out))
 
 

@@ -114,3 +114,58 @@ def test_audio_stage_loads_with_datasets(tmp_path):
         pytest.skip(f"datasets cannot decode audio here: {exc}")
     samples = decoded.get_all_samples()
     assert samples.sample_rate == SR and samples.data.shape[-1] == int(0.3 * SR)
+
+
+def _tiny_hifigan(tmp_path) -> str:
+    """A small random jik876-layout HiFi-GAN with SpeechT5's hop (256 samples)."""
+    import json
+
+    import torch
+
+    from s2s_models.vocoders import HiFiGanDims, HiFiGanGenerator
+
+    config = {"upsample_initial_channel": 32, "upsample_rates": [8, 8, 4],
+              "upsample_kernel_sizes": [16, 16, 8], "resblock_kernel_sizes": [3],
+              "resblock_dilation_sizes": [[1, 3]], "resblock": "2",
+              "sampling_rate": SR}  # fmt: skip
+    torch.manual_seed(0)
+    model = HiFiGanGenerator(HiFiGanDims.from_jik876_config(config))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.05)
+    state = {k: v for k, v in model.state_dict().items() if k not in ("mean", "scale")}
+    torch.save({"generator": state}, tmp_path / "g_test")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return str(tmp_path / "g_test")
+
+
+def test_hifigan_batches_equal_one_by_one_but_the_tail(tmp_path, monkeypatch):
+    """Padded, length-sorted HiFi-GAN batches give each mel its own length and the
+    audio it gets alone, except the last samples that see the padding."""
+    import tasks.vocode as vocode_module
+
+    spec = resolve_vocoder(_tiny_hifigan(tmp_path), "speecht5", "default")
+    assert spec.kind == "hifigan"
+    rng = np.random.default_rng(0)
+    mels = [rng.normal(-5.0, 1.0, (n, 80)).astype(np.float32) for n in (40, 7, 25)]
+    alone = [vocode(spec, m) for m in mels]
+    rows = compute_audio([_row(u) for u in "abc"] + [_row("none")], mels + [None], spec)
+    assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed"]
+    tail = 256 * 4  # the receptive field reaches about this far into the padding
+    for row, one in zip(rows, alone, strict=False):
+        audio = decode_flac(row["audio"]["bytes"])[0]
+        assert audio.size == one.size and row["vocoder"] == "hifigan"
+        head = slice(0, one.size - tail)
+        assert np.abs(audio[head] - one[head]).max() < 2e-4  # 16-bit FLAC rounding
+    assert sum(r["vocode_seconds"] for r in rows[:3]) > 0
+    # with a budget of one mel per batch, each mel is vocoded alone: exactly the
+    # single-mel path
+    small = vocode_module.vocode_hifigan_batches(
+        vocode_module.load_hifigan(spec.path), mels, "cpu"
+    )
+    monkeypatch.setattr(vocode_module, "HIFIGAN_FRAMES_PER_BATCH", 1)
+    single = vocode_module.vocode_hifigan_batches(
+        vocode_module.load_hifigan(spec.path), mels, "cpu"
+    )
+    for (a, _), (b, _), one in zip(small, single, alone, strict=True):
+        assert np.array_equal(b, one) and a.shape == one.shape
