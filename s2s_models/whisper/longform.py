@@ -296,10 +296,11 @@ GPU_MEMORY_SHARE = 0.7  # of the free memory, for the batch's working set
 def window_bytes(dims: WhisperDims, dtype_bytes: int, beam_size: int = 1) -> int:
     """Working memory one 30 s window needs while it is decoded, estimated from
     the architecture: cross-attention K/V of every decoder layer (kept for the
-    whole decode), self-attention K/V grown to the full text context, the
+    whole decode; twice, as the fixed-shape decoder copies them into its own
+    buffers), self-attention K/V grown to the full text context, the
     encoder's largest live activations (the 4x MLP and attention projections,
     about 12 copies of one layer's output) and float32 logits."""
-    cross_kv = 2 * dims.n_text_layer * dims.n_audio_ctx * dims.n_text_state
+    cross_kv = 2 * 2 * dims.n_text_layer * dims.n_audio_ctx * dims.n_text_state
     self_kv = 2 * dims.n_text_layer * dims.n_text_ctx * dims.n_text_state * beam_size
     encoder = 12 * dims.n_audio_ctx * dims.n_audio_state
     logits = 4 * dims.n_vocab * beam_size  # bytes, always float32
