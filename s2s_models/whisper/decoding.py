@@ -557,11 +557,13 @@ def _sample_group(model, rules, state, options, max_new, eot):
     steps = options.decode_steps
     if steps == "auto":
         steps = "graphs" if model.device.type == "cuda" else "eager"
-    with contextlib.ExitStack() as stack:
-        static = None
-        if options.temperature == 0 and n_group == 1 and steps != "eager":
-            graphs = steps == "graphs"
-            static = stack.enter_context(static_decoder(model, state[2], graphs))
+    fixed_shape = options.temperature == 0 and n_group == 1 and steps != "eager"
+    steps_context = (
+        static_decoder(model, state[2], graphs=steps == "graphs")
+        if fixed_shape
+        else contextlib.nullcontext()
+    )
+    with steps_context as static:
         candidates = _sample_loop(
             model, rules, state, options.temperature, max_new, eot, n_group,
             options.seed, static,
