@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,6 +38,7 @@ from s2s_models.vocoders.griffinlim import (  # noqa: E402
 from s2s_models.whisper.api import TranscribeOptions  # noqa: E402
 from tasks.evaluate_metrics import normalize_text, score_pair  # noqa: E402
 from tasks.ingest import decode_flac  # noqa: E402
+from tasks.stage import read_stage  # noqa: E402
 from tasks.synthesize import read_mel  # noqa: E402
 from tasks.transcribe import get_asr  # noqa: E402
 
@@ -52,11 +52,11 @@ VARIANTS = {
 }
 
 
-def read_stage(run: Path, stage: str, columns: list[str]) -> dict[str, dict]:
-    parts = sorted((run / stage).glob("part-*.parquet"))
-    if not parts:
+def read_ok_rows(run: Path, stage: str, columns: list[str]) -> dict[str, dict]:
+    """The ok rows of a run's stage, by text (log-mels as (n_frames, 80) arrays)."""
+    table = read_stage(run, stage, columns)
+    if table.num_rows == 0:
         raise SystemExit(f"{run}: no {stage} stage")
-    table = pq.read_table(parts, columns=columns)
     if "log_mel" in columns:
         column = table.column("log_mel").combine_chunks()
         rows = table.drop_columns(["log_mel"]).to_pylist()
@@ -105,9 +105,9 @@ def main() -> None:
     torch.set_num_threads(2)
     teacher = voice = None
     if args.teacher_run:
-        teacher = read_stage(args.teacher_run, "audio", ["text", "audio", "status"])
+        teacher = read_ok_rows(args.teacher_run, "audio", ["text", "audio", "status"])
     if args.voice_run:
-        voice = read_stage(args.voice_run, "mels", ["text", "log_mel", "status"])
+        voice = read_ok_rows(args.voice_run, "mels", ["text", "log_mel", "status"])
     if teacher is None and voice is None:
         ap.error("give --teacher-run and/or --voice-run")
     texts = sorted(set(teacher or voice) & set(voice or teacher))[: args.limit]
