@@ -37,7 +37,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +178,22 @@ def release_memory() -> None:
     except OSError:  # not glibc: nothing to do
         return
     libc.malloc_trim(0)
+
+
+def run_isolating_failures(run: Callable[[list], list], items: list) -> list:
+    """``run(items)``, one result per item. If the batch raises, each item is run
+    alone, and one that still raises gets its exception as its result: one bad item
+    fails only itself."""
+    try:
+        return run(items)
+    except Exception:  # noqa: BLE001 - isolate the failing item below
+        out = []
+        for item in items:
+            try:
+                out.extend(run([item]))
+            except Exception as exc:  # noqa: BLE001 - becomes that item's result
+                out.append(exc)
+        return out
 
 
 def _holds_binary(kind: pa.DataType) -> bool:

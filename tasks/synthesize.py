@@ -48,7 +48,7 @@ from s2s_models.speecht5.tokenizer import normalize_text
 from s2s_models.vocoders import speecht5_log_mel
 from tasks.ingest import encode_flac
 from tasks.schemas import MELS, TTS_REQUESTS, float16_matrix_column
-from tasks.stage import fingerprint, write_part
+from tasks.stage import fingerprint, run_isolating_failures, write_part
 from tasks.tts_engines import load_speecht5_voice, load_teacher, speaker_tensor
 
 SAMPLE_RATE = 16000
@@ -327,24 +327,22 @@ def compute_mels_speecht5(
     stops: list = [None] * len(pieces)
     errors: list = [None] * len(pieces)
     seconds = [0.0] * len(pieces)
+
+    def generate(batch: list[int]) -> list[tuple]:  # (mel, stopped) per chunk
+        texts = [pieces[p][1] for p in batch]
+        mels_, stops_ = _generate_batch(voice, texts, speaker, synthesis)
+        return list(zip(mels_, stops_, strict=True))
+
     for start in range(0, len(order), synthesis.batch_size):
         batch = order[start : start + synthesis.batch_size]
         t0 = time.perf_counter()
-        try:
-            out = _generate_batch(
-                voice, [pieces[p][1] for p in batch], speaker, synthesis
-            )
-            results = [(p, m, s) for p, m, s in zip(batch, *out, strict=True)]
-        except Exception:  # noqa: BLE001 - isolate the failing chunk below
-            results = []
-            for p in batch:
-                try:
-                    (m,), (s,) = _generate_batch(
-                        voice, [pieces[p][1]], speaker, synthesis
-                    )
-                    results.append((p, m, s))
-                except Exception as exc:  # noqa: BLE001 - becomes a failed row
-                    errors[p] = f"{type(exc).__name__}: {exc}"
+        outcomes = run_isolating_failures(generate, batch)
+        results = []
+        for p, outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                errors[p] = f"{type(outcome).__name__}: {outcome}"
+            else:
+                results.append((p, *outcome))
         wall = time.perf_counter() - t0
         frames = sum(m.shape[0] for _, m, _ in results) or 1
         for p, m, s in results:

@@ -40,7 +40,13 @@ from tasks.evaluate_metrics import (
 )
 from tasks.ingest import decode_flac
 from tasks.schemas import TTS_EVALUATION
-from tasks.stage import fingerprint, read_stage, stage_dir, write_part
+from tasks.stage import (
+    fingerprint,
+    read_stage,
+    run_isolating_failures,
+    stage_dir,
+    write_part,
+)
 from tasks.transcribe import get_asr
 
 SAMPLE_RATE = 16000
@@ -98,17 +104,10 @@ def dnsmos_scores(audio: np.ndarray) -> dict[str, float | None]:
 
 
 def _transcribe_all(asr, audios, options: TranscribeOptions) -> list:
-    """Transcripts, or the exception text per item when a batch fails."""
-    try:
-        return [r.text for r in asr.transcribe(audios, options)]
-    except Exception:  # noqa: BLE001 - retry one by one to isolate the bad item
-        out = []
-        for audio in audios:
-            try:
-                out.append(asr.transcribe([audio], options)[0].text)
-            except Exception as exc:  # noqa: BLE001 - becomes a failed row
-                out.append(exc)
-        return out
+    """Transcripts, or the exception per item when a batch fails."""
+    return run_isolating_failures(
+        lambda batch: [r.text for r in asr.transcribe(batch, options)], audios
+    )
 
 
 def compute_tts_evaluation(

@@ -39,7 +39,7 @@ from s2s_models.vocoders import (
 )
 from tasks.ingest import decode_flac, encode_flac
 from tasks.schemas import TTS_AUDIO
-from tasks.stage import fingerprint, read_stage, write_part
+from tasks.stage import fingerprint, read_stage, run_isolating_failures, write_part
 from tasks.synthesize import SAMPLE_RATE, read_mel
 from tasks.tts_engines import (
     TEACHERS,
@@ -159,15 +159,7 @@ def vocode_hifigan_batches(
             batch.append(order[start + len(batch)])
         start += len(batch)
         t0 = time.perf_counter()
-        try:
-            audios = run(batch)
-        except Exception:  # noqa: BLE001 - isolate the failing mel below
-            audios = []
-            for i in batch:
-                try:
-                    audios.extend(run([i]))
-                except Exception as exc:  # noqa: BLE001 - becomes a failed row
-                    audios.append(exc)
+        audios = run_isolating_failures(run, batch)
         wall = time.perf_counter() - t0
         frames = sum(len(mels[i]) for i in batch) or 1
         for i, audio in zip(batch, audios, strict=True):

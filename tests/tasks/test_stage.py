@@ -19,6 +19,7 @@ from tasks.stage import (
     plan_downstream,
     prepare_stage,
     read_stage,
+    run_isolating_failures,
     write_part,
 )
 
@@ -158,3 +159,19 @@ def test_lock_refuses_second_run_and_frees_on_crash(tmp_path):
         except StageError:
             assert time.time() < deadline
             time.sleep(0.1)
+
+
+def test_run_isolating_failures():
+    calls = []
+
+    def square(batch):
+        calls.append(list(batch))
+        if 3 in batch:
+            raise ValueError(f"bad item in {batch}")
+        return [x * x for x in batch]
+
+    assert run_isolating_failures(square, [1, 2]) == [1, 4]
+    out = run_isolating_failures(square, [1, 3, 2])
+    assert out[0] == 1 and out[2] == 4
+    assert isinstance(out[1], ValueError) and str(out[1]) == "bad item in [3]"
+    assert calls == [[1, 2], [1, 3, 2], [1], [3], [2]]  # the batch, then each alone
