@@ -1,0 +1,206 @@
+"""Ending a run on time: a stop flag, signal handling with a hard deadline, and a
+watchdog for one item of work.
+
+The first SIGTERM or SIGINT inside `stop_on_signals` sets the stop flag (shard
+loops start no new item, `run_shards` no new shard), arms a deadline, and then runs
+the handler that was there before: inside a Prefect flow that is Prefect's own,
+which raises `TerminationSignal` in the main thread, so the flow run is marked
+crashed (or cancelled, when Prefect's runner sent the signal) and the run lock is
+released on the way out. Parts are written atomically, so whatever is in flight
+when the process ends leaves no half-written data.
+
+Python cannot stop a thread that is blocked in a system call (an `open()` of a
+FIFO nobody writes to, a read from a hung network mount); Prefect's thread pool
+waits for such a thread on its way out, forever. The deadline is what bounds that:
+`STOP_GRACE_S` after the first signal the process stops its child processes (the
+temporary Prefect API server, Dask workers) and exits, whatever its threads are
+doing. A second signal does the same at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import NoReturn, TypeVar
+
+T = TypeVar("T")
+
+# A run ends within TERMINATION_BOUND_S of its first SIGTERM/SIGINT: the orderly
+# path gets STOP_GRACE_S, stopping child processes at most CHILD_STOP_S more.
+TERMINATION_BOUND_S = 30.0
+STOP_GRACE_S = 25.0
+CHILD_STOP_S = 3.0
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+_stop = threading.Event()
+_deadline_lock = threading.Lock()
+_deadline: threading.Thread | None = None
+
+
+class StopRequested(RuntimeError):
+    """Raised by work loops that abandon their work because the run is stopping."""
+
+
+class Stalled(RuntimeError):
+    """An item made no progress for longer than its watchdog allows."""
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def request_stop() -> None:
+    _stop.set()
+
+
+def _stop_children(timeout_s: float = CHILD_STOP_S) -> None:
+    """Terminate this process's children (then kill what is left after timeout_s):
+    the temporary Prefect API server, Dask's worker processes."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout_s)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+def end_process_now(code: int) -> NoReturn:
+    """Stop the child processes and exit with `code`, without waiting for threads
+    or running exit handlers (a blocked thread would make either wait forever)."""
+    _stop_children()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _arm_deadline(grace_s: float, code: int) -> None:
+    global _deadline
+    with _deadline_lock:
+        if _deadline is not None:
+            return
+
+        def expire() -> None:
+            time.sleep(grace_s)
+            print(
+                f"s2s: still running {grace_s:.0f} s after the stop signal; "
+                "ending the process now",
+                file=sys.stderr,
+            )
+            end_process_now(code)
+
+        _deadline = threading.Thread(target=expire, name="s2s-stop-deadline")
+        _deadline.daemon = True
+        _deadline.start()
+
+
+def _exit_at_once(signum: int, frame) -> None:
+    end_process_now(128 + signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
+    """Within: the first SIGTERM/SIGINT stops the run within `grace_s` (see the
+    module docstring), a second one ends the process at once. Left after a stop,
+    further signals still end the process at once; otherwise the handlers that
+    were there before are restored. A no-op outside the main thread, where Python
+    cannot install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _stop.clear()
+    previous = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+
+    def on_signal(signum: int, frame) -> None:
+        before = previous[signum]
+        if before is signal.SIG_IGN:
+            return
+        if _stop.is_set():
+            _exit_at_once(signum, frame)
+        _stop.set()
+        _arm_deadline(grace_s, 128 + signum)
+        with contextlib.suppress(Exception):
+            print(
+                f"s2s: {signal.Signals(signum).name}: stopping (no new work is "
+                f"started; the process ends within {grace_s + CHILD_STOP_S:.0f} s; "
+                "a second signal ends it at once). Rerun the same command to resume.",
+                file=sys.stderr,
+            )
+        if callable(before) and before is not _exit_at_once:
+            before(signum, frame)  # Prefect's raises TerminationSignal
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig, before in previous.items():
+            signal.signal(sig, _exit_at_once if _stop.is_set() else before)
+
+
+def exit_on_signals() -> None:
+    """For a command line outside any run: SIGTERM/SIGINT stop the child processes
+    and exit at once (with 128 + the signal number). Inside a flow,
+    `stop_on_signals` takes over; when Prefect re-sends SIGTERM after marking the
+    run crashed, this is what ends the process."""
+    for sig in HANDLED_SIGNALS:
+        signal.signal(sig, _exit_at_once)
+
+
+class Progress:
+    """When the watched work last moved on; the work calls `touch()` as it goes."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+
+def run_watched(
+    work: Callable[[Progress], T], stall_s: float, name: str, poll_s: float = 1.0
+) -> T:
+    """`work(progress)` in a daemon thread of its own; its result, or its exception.
+
+    Raises `Stalled` when the work has not touched `progress` for `stall_s`
+    seconds, and `StopRequested` when the run is stopping. The thread is then left
+    behind: Python cannot end a thread blocked in a system call, but as a daemon it
+    keeps neither the shard nor the process from finishing.
+    """
+    progress = Progress()
+    outcome: dict = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["value"] = work(progress)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name=f"s2s-item {name}", daemon=True).start()
+    while not done.wait(min(poll_s, stall_s)):
+        if _stop.is_set():
+            raise StopRequested(f"run stopping; {name} abandoned")
+        idle = time.monotonic() - progress.last
+        if idle > stall_s:
+            raise Stalled(f"no progress for {idle:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
