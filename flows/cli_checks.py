@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.sources import is_local
-from tasks.stage import StageError, list_parts
+from tasks.stage import RunLock, StageError, list_parts
 
 # Which stages make a run folder one kind of run (the folders `s2s` writes).
 RUN_KINDS: dict[str, tuple[str, ...]] = {
@@ -58,7 +58,8 @@ def run_kind(folder: Path) -> str | None:
 
 
 def check_out_dir(out: str, kind: str) -> str | None:
-    """Why `out` cannot be the run folder of a `kind` run, or None. Creates it."""
+    """Why `out` cannot be the run folder of a `kind` run (a file, not writable,
+    another kind of run, locked by a run in progress), or None. Creates it."""
     path = Path(out)
     if path.exists() and not path.is_dir():
         return f"--out {out} is a file, not a folder"
@@ -74,6 +75,11 @@ def check_out_dir(out: str, kind: str) -> str | None:
             pass
     except OSError as exc:
         return f"cannot write to --out {out}: {exc.strerror or exc}"
+    try:  # taken again by the run; a scheduled run that finds it busy says so
+        with RunLock(path):
+            pass
+    except StageError as exc:
+        return str(exc)
     return None
 
 

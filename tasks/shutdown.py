@@ -31,10 +31,13 @@ from typing import NoReturn, TypeVar
 T = TypeVar("T")
 
 # A run ends within TERMINATION_BOUND_S of its first SIGTERM/SIGINT: the orderly
-# path gets STOP_GRACE_S, stopping child processes at most CHILD_STOP_S more.
+# path gets STOP_GRACE_S; then reporting the flow run crashed takes at most
+# REPORT_S and stopping child processes at most CHILD_STOP_S more.
 TERMINATION_BOUND_S = 30.0
-STOP_GRACE_S = 25.0
+STOP_GRACE_S = 24.0
+REPORT_S = 2.0
 CHILD_STOP_S = 3.0
+assert STOP_GRACE_S + REPORT_S + CHILD_STOP_S <= TERMINATION_BOUND_S
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 _stop = threading.Event()
@@ -86,11 +89,47 @@ def end_process_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _arm_deadline(grace_s: float, code: int) -> None:
+def _flow_run_id():
+    """The id of the Prefect flow run this thread is in, or None."""
+    try:
+        from prefect.context import FlowRunContext
+
+        ctx = FlowRunContext.get()
+        return ctx.flow_run.id if ctx and ctx.flow_run else None
+    except Exception:  # noqa: BLE001 - no Prefect, no flow run: nothing to report
+        return None
+
+
+def _report_crashed(flow_run_id, reason: str, timeout_s: float = REPORT_S) -> None:
+    """Mark the flow run crashed, as Prefect does when it gets to, unless Prefect's
+    runner is cancelling it (the runner marks it cancelled once the process is
+    gone). Gives up after `timeout_s`: the API may be what is stuck."""
+
+    def report() -> None:
+        from prefect._internal import control_listener
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        if control_listener.get_intent() is not None:
+            return
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(flow_run_id, Crashed(message=reason), force=True)
+
+    def guarded() -> None:
+        with contextlib.suppress(Exception):
+            report()
+
+    reporter = threading.Thread(target=guarded, name="s2s-report-crash", daemon=True)
+    reporter.start()
+    reporter.join(timeout_s)
+
+
+def _arm_deadline(grace_s: float, signum: int) -> None:
     global _deadline
     with _deadline_lock:
         if _deadline is not None:
             return
+        flow_run_id = _flow_run_id()
 
         def expire() -> None:
             time.sleep(grace_s)
@@ -99,7 +138,13 @@ def _arm_deadline(grace_s: float, code: int) -> None:
                 "ending the process now",
                 file=sys.stderr,
             )
-            end_process_now(code)
+            if flow_run_id is not None:
+                reason = (
+                    f"Stopped by {signal.Signals(signum).name}; work still in "
+                    f"flight after {grace_s:.0f} s was abandoned"
+                )
+                _report_crashed(flow_run_id, reason)
+            end_process_now(128 + signum)
 
         _deadline = threading.Thread(target=expire, name="s2s-stop-deadline")
         _deadline.daemon = True
@@ -122,6 +167,7 @@ def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
         return
     _stop.clear()
     previous = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
+    ends_within = grace_s + REPORT_S + CHILD_STOP_S
 
     def on_signal(signum: int, frame) -> None:
         before = previous[signum]
@@ -130,12 +176,12 @@ def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
         if _stop.is_set():
             _exit_at_once(signum, frame)
         _stop.set()
-        _arm_deadline(grace_s, 128 + signum)
+        _arm_deadline(grace_s, signum)
         with contextlib.suppress(Exception):
             print(
                 f"s2s: {signal.Signals(signum).name}: stopping (no new work is "
-                f"started; the process ends within {grace_s + CHILD_STOP_S:.0f} s; "
-                "a second signal ends it at once). Rerun the same command to resume.",
+                f"started; the process ends within {ends_within:.0f} s; a second "
+                "signal ends it at once). Rerun the same command to resume.",
                 file=sys.stderr,
             )
         if callable(before) and before is not _exit_at_once:

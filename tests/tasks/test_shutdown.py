@@ -16,6 +16,7 @@ import pytest
 import tasks.shutdown
 from tasks.shutdown import (
     CHILD_STOP_S,
+    REPORT_S,
     Stalled,
     StopRequested,
     request_stop,
@@ -130,7 +131,7 @@ def test_signal_ends_a_blocked_process_after_the_grace(fifo, sig):
     rc = proc.wait(timeout=grace + CHILD_STOP_S + 10)
     took = time.monotonic() - sent
     assert rc == 128 + sig, proc.stderr.read()
-    assert grace <= took < grace + CHILD_STOP_S + 2
+    assert grace <= took < grace + REPORT_S + CHILD_STOP_S + 2
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
     err = proc.stderr.read()
     assert f"{sig.name}: stopping" in err and "ending the process now" in err
