@@ -10,7 +10,7 @@ import pytest
 
 from flows.cli import main
 from tasks.stage import RunLock, write_stage_record
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, mount_tmpfs
 
 
 @pytest.fixture(autouse=True)
@@ -84,11 +84,7 @@ def test_out_folder_in_use_by_another_run(tmp_path, capsys):
 
 def test_unwritable_out_folder(tmp_path, capsys):
     mount = tmp_path / "readonly"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs",
-                           str(mount)], capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mount_tmpfs(mount, "ro,size=64k")
     try:
         err = _refused(capsys, ["ingest", str(SAMPLES), "--out", str(mount / "run")])
     finally:
