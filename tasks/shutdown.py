@@ -2,19 +2,21 @@
 watchdog for one item of work.
 
 The first SIGTERM or SIGINT inside `stop_on_signals` sets the stop flag (shard
-loops start no new item, `run_shards` no new shard), arms a deadline, and then runs
-the handler that was there before: inside a Prefect flow that is Prefect's own,
-which raises `TerminationSignal` in the main thread, so the flow run is marked
-crashed (or cancelled, when Prefect's runner sent the signal) and the run lock is
-released on the way out. Parts are written atomically, so whatever is in flight
-when the process ends leaves no half-written data.
+loops start no new item, `run_shards` no new shard) and arms a deadline. Inside a
+Prefect flow run the SIGTERM handler stays Prefect's own, which raises
+`TerminationSignal` in the main thread: the flow run is marked crashed (or
+cancelled, when Prefect's runner sent the signal) and the run lock is released on
+the way out. Parts are written atomically, so whatever is in flight when the
+process ends leaves no half-written data.
 
 Python cannot stop a thread that is blocked in a system call (an `open()` of a
 FIFO nobody writes to, a read from a hung network mount); Prefect's thread pool
-waits for such a thread on its way out, forever. The deadline is what bounds that:
-`STOP_GRACE_S` after the first signal the process stops its child processes (the
-temporary Prefect API server, Dask workers) and exits, whatever its threads are
-doing. A second signal does the same at once.
+waits for such a thread on its way out, forever, before it records the crash. The
+deadline is what bounds that: `STOP_GRACE_S` after the first signal the flow run is
+reported crashed (unless Prefect's runner is cancelling it), the process stops its
+child processes (the temporary Prefect API server, Dask workers) and exits,
+whatever its threads are doing: all within `TERMINATION_BOUND_S`. A second signal
+ends the process at once.
 """
 
 from __future__ import annotations
@@ -155,19 +157,56 @@ def _exit_at_once(signum: int, frame) -> None:
     end_process_now(128 + signum)
 
 
+def _begin_stop(signum: int, grace_s: float) -> None:
+    """The first signal: stop starting work, arm the deadline, say so."""
+    _stop.set()
+    _arm_deadline(grace_s, signum)
+    with contextlib.suppress(Exception):  # stderr may be closed or busy
+        print(
+            f"s2s: {signal.Signals(signum).name}: stopping (no new work is started; "
+            f"the process ends within {grace_s + REPORT_S + CHILD_STOP_S:.0f} s; a "
+            "second signal ends it at once). Rerun the same command to resume.",
+            file=sys.stderr,
+        )
+
+
+def _signal_of(exc: BaseException) -> int | None:
+    """The signal behind an exception that unwinds a run, if it is one."""
+    from prefect.exceptions import TerminationSignal
+
+    if isinstance(exc, TerminationSignal):
+        return exc.signal
+    if isinstance(exc, KeyboardInterrupt):
+        return signal.SIGINT
+    return None
+
+
+def _prefect_owns_sigterm() -> bool:
+    from prefect.utilities.engine import is_prefect_sigterm_handler_installed
+
+    return is_prefect_sigterm_handler_installed()
+
+
 @contextlib.contextmanager
 def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
     """Within: the first SIGTERM/SIGINT stops the run within `grace_s` (see the
-    module docstring), a second one ends the process at once. Left after a stop,
-    further signals still end the process at once; otherwise the handlers that
-    were there before are restored. A no-op outside the main thread, where Python
-    cannot install signal handlers."""
+    module docstring), a second one ends the process at once; so do signals after
+    the context is left because of a stop. Otherwise the handlers that were there
+    before are restored. A no-op outside the main thread, where Python cannot
+    install signal handlers.
+
+    Inside a Prefect flow run, Prefect's own SIGTERM handler stays installed: its
+    runner only cancels a run (rather than crash it) while that handler is in
+    place. Its `TerminationSignal` starts the stop as it unwinds this context.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _stop.clear()
-    previous = {sig: signal.getsignal(sig) for sig in HANDLED_SIGNALS}
-    ends_within = grace_s + REPORT_S + CHILD_STOP_S
+    ours = [signal.SIGINT]
+    if not _prefect_owns_sigterm():
+        ours.append(signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in ours}
 
     def on_signal(signum: int, frame) -> None:
         before = previous[signum]
@@ -175,28 +214,28 @@ def stop_on_signals(grace_s: float = STOP_GRACE_S) -> Iterator[None]:
             return
         if _stop.is_set():
             _exit_at_once(signum, frame)
-        _stop.set()
-        _arm_deadline(grace_s, signum)
-        with contextlib.suppress(Exception):
-            print(
-                f"s2s: {signal.Signals(signum).name}: stopping (no new work is "
-                f"started; the process ends within {ends_within:.0f} s; a second "
-                "signal ends it at once). Rerun the same command to resume.",
-                file=sys.stderr,
-            )
+        _begin_stop(signum, grace_s)
         if callable(before) and before is not _exit_at_once:
-            before(signum, frame)  # Prefect's raises TerminationSignal
+            before(signum, frame)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-    for sig in HANDLED_SIGNALS:
+    for sig in ours:
         signal.signal(sig, on_signal)
     try:
         yield
+    except BaseException as exc:
+        signum = _signal_of(exc)
+        if signum is not None and not _stop.is_set():
+            _begin_stop(signum, grace_s)
+        raise
     finally:
-        for sig, before in previous.items():
-            signal.signal(sig, _exit_at_once if _stop.is_set() else before)
+        for sig in HANDLED_SIGNALS:
+            if _stop.is_set():
+                signal.signal(sig, _exit_at_once)
+            elif sig in previous:
+                signal.signal(sig, previous[sig])
 
 
 def exit_on_signals() -> None:
