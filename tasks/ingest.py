@@ -284,8 +284,8 @@ def _no_progress() -> None:
 def _sha256(
     path: str, max_bytes: int, on_block: Callable[[], None] = _no_progress
 ) -> tuple[str, int]:
-    """sha256 and length of `path`, read at most `max_bytes` + 1 bytes far: a file
-    that has grown past the limit since it was checked fails instead."""
+    """sha256 and length of `path`. Reading stops one block past `max_bytes`: a
+    file that has grown past the limit since it was checked fails instead."""
     digest, n = hashlib.sha256(), 0
     with fsspec.open(path, "rb") as fh:
         while block := fh.read(HASH_BLOCK_BYTES):
