@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from prefect.futures import as_completed
 from tqdm.auto import tqdm
 
+from tasks.shutdown import StopRequested, stop_requested
 from tasks.stage import compact_stage, next_part_index, write_stage_record
 
 log = logging.getLogger("s2s")
@@ -49,7 +50,8 @@ def run_shards(
 
     A shard that raises (after its task retries) is logged and reported as an
     error string; the other shards go on and the run folder stays resumable.
-    Returns one error string per failed shard.
+    Returns one error string per failed shard. Raises `StopRequested` when the
+    run is stopping (the shards in flight are left to finish or stop).
     """
     errors: list[str] = []
     bar = tqdm(
@@ -63,6 +65,8 @@ def run_shards(
     pending: dict = {}
     queue = list(zip(calls, sizes, strict=True))
     while queue or pending:
+        if stop_requested():  # a stop signal: start no new shard
+            raise StopRequested(f"run stopping; {len(queue)} {desc} shards not started")
         while queue and len(pending) < max_in_flight:
             call, size = queue.pop(0)
             pending[task.submit(**call)] = (call, size)

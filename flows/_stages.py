@@ -9,6 +9,7 @@ from flows._common import StageReport, finish_stage, part_indices, run_shards
 from flows._runners import gpu_annotation
 from tasks.features import FeatureOptions, feature_key, features_shard
 from tasks.ingest import IngestOptions, ingest_shard, item_to_dict, plan_ingest
+from tasks.sources import DEFAULT_LIMITS, ReadLimits
 from tasks.stage import plan_downstream, shard_seconds
 from tasks.transcribe import (
     model_fingerprint,
@@ -26,9 +27,13 @@ def ingest_stage(
     options: IngestOptions,
     shard_size: int,
     retry_failed: bool,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> StageReport:
     started = time.perf_counter()
-    plan = plan_ingest(run_dir, inputs, options, shard_size, retry_failed)
+    limits.verify()
+    plan = plan_ingest(
+        run_dir, inputs, options, shard_size, retry_failed, limits.max_bytes
+    )
     report = StageReport(
         "ingest", len(plan.shards), plan.n_todo, plan.n_items - plan.n_todo
     )
@@ -40,6 +45,7 @@ def ingest_stage(
             "items": [item_to_dict(it) for it in shard],
             "request_keys": keys,
             "options": asdict(options),
+            "limits": asdict(limits),
         }
         for index, shard, keys in zip(
             indices, plan.shards, plan.request_keys, strict=True
@@ -53,7 +59,12 @@ def ingest_stage(
         "file",
         INGEST_CONCURRENCY,
     )
-    record = {"inputs": inputs, "parameters": asdict(options), "shard_size": shard_size}
+    record = {
+        "inputs": inputs,
+        "parameters": asdict(options),
+        "limits": asdict(limits),
+        "shard_size": shard_size,
+    }
     return finish_stage(run_dir, report, plan.wanted, started, record, "request_key")
 
 

@@ -11,6 +11,15 @@ import json
 import os
 import sys
 
+from flows.cli_checks import (
+    check_inputs,
+    check_out_dir,
+    parse_size,
+    refuse,
+    run_command,
+)
+from tasks.sources import DEFAULT_MAX_BYTES, DEFAULT_STALL_S
+
 QUIET_ENV = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -56,7 +65,14 @@ def _print_ingest_summary(summary: dict) -> None:
         )
 
 
+def _precheck(args: argparse.Namespace) -> str | None:
+    """Why an ingest/transcribe command cannot start, or None (before Prefect)."""
+    return check_inputs(args.inputs) or check_out_dir(args.out, "transcription")
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if problem := _precheck(args):
+        return refuse(args.command, problem)
     from flows.ingest_corpus import ingest_corpus
 
     summary = ingest_corpus(
@@ -65,6 +81,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         n_mels=args.n_mels,
         retry_failed=args.retry_failed,
+        max_file_bytes=args.max_file_size,
+        stall_timeout_s=args.stall_timeout,
     )
     _emit(summary, args, _print_ingest_summary)
     return _exit_code(summary)
@@ -97,6 +115,8 @@ def _print_transcribe_summary(summary: dict) -> None:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    if problem := _precheck(args):
+        return refuse(args.command, problem)
     from flows._runners import build_task_runner, task_runner_env
     from flows.transcribe_corpus import transcribe_corpus
 
@@ -128,6 +148,8 @@ def _run_transcribe(flow_fn, args: argparse.Namespace, parallel: int) -> dict:
         parallel_shards=parallel,
         precision=args.precision,
         export_to=args.export_to,
+        max_file_bytes=args.max_file_size,
+        stall_timeout_s=args.stall_timeout,
     )
 
 
@@ -206,6 +228,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--retry-failed",
         action="store_true",
         help="redo items that failed in an earlier run of RUN_DIR",
+    )
+    p.add_argument(
+        "--max-file-size",
+        type=parse_size,
+        default=DEFAULT_MAX_BYTES,
+        metavar="SIZE",
+        help="input files (and manifests) larger than this are failed rows, "
+        "not read (e.g. 500M, 16G; default: 4G)",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=DEFAULT_STALL_S,
+        metavar="SECONDS",
+        help="an input that makes no read or decode progress for this long is a "
+        f"failed row (default: {DEFAULT_STALL_S:g})",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
@@ -363,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_env(getattr(args, "verbose", False))
-    return args.func(args)
+    return run_command(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -75,10 +75,11 @@ def _print_summary(summary: dict) -> None:
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    problem = _precheck(args)
+    from flows.cli_checks import check_out_dir, refuse
+
+    problem = _precheck(args) or check_out_dir(args.out, "TTS dataset")
     if problem is not None:
-        print(f"s2s synthesize: error: {problem}", file=sys.stderr)
-        return 2
+        return refuse("synthesize", problem)
     from flows.regenerate_tts_dataset import regenerate_tts_dataset
 
     summary = regenerate_tts_dataset(
@@ -97,6 +98,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_train_tts(args: argparse.Namespace) -> int:
+    from flows.cli_checks import TRAINING_KIND, check_out_dir, refuse
     from tasks.train_tts_data import dataset_parts
 
     try:
@@ -105,8 +107,9 @@ def cmd_train_tts(args: argparse.Namespace) -> int:
 
         read_heldout(args.heldout)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"s2s train-tts: error: {exc}", file=sys.stderr)
-        return 2
+        return refuse("train-tts", str(exc))
+    if problem := check_out_dir(args.out, TRAINING_KIND):
+        return refuse("train-tts", problem)
     from flows.train_tts import train_tts
 
     config = {"seed": args.seed, "bf16": not args.no_bf16}
@@ -218,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)
     _configure_env(args.verbose)
-    return args.func(args)
+    from flows.cli_checks import run_command
+
+    return run_command(args.command, lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 
 from tasks.export import export_run as _export
+from tasks.shutdown import stop_on_signals
 from tasks.stage import RunLock
 
 
@@ -23,5 +24,5 @@ def export_task(run_dir: str, dest: str) -> dict:
 @flow(name="export-run", log_prints=False)
 def export_run(run_dir: str, dest: str) -> dict:
     """Copy RUN_DIR's parts, stage records and report to `dest`; return counts."""
-    with RunLock(run_dir):  # not while a run is writing the folder
+    with stop_on_signals(), RunLock(run_dir):  # not while a run writes the folder
         return export_task(run_dir, dest)

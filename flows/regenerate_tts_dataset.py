@@ -17,6 +17,7 @@ from pathlib import Path
 from prefect import flow
 
 from flows._common import StageReport, finish_stage, part_indices, run_shards
+from tasks.shutdown import stop_on_signals
 from tasks.stage import (
     RunLock,
     chunked,
@@ -141,7 +142,7 @@ def regenerate_tts_dataset(
     if dnsmos:
         check_dnsmos()
     spec = resolve_vocoder(vocoder, engine, voice)
-    with RunLock(run_dir):
+    with stop_on_signals(), RunLock(run_dir):
         engine_fp = engine_fingerprint(engine, voice)
         limit = chunk_limit(text_options, synthesis)
         asr_fp = model_fingerprint(asr_model)

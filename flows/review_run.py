@@ -9,6 +9,7 @@ from prefect import flow
 
 from tasks.evaluate import evaluate_run
 from tasks.report import report_run
+from tasks.shutdown import stop_on_signals
 from tasks.stage import RunLock, read_stage_record
 
 
@@ -22,7 +23,7 @@ def review_run(
         raise FileNotFoundError(
             f"{run_dir} has no transcripts stage: run s2s transcribe"
         )
-    with RunLock(run_dir):
+    with stop_on_signals(), RunLock(run_dir):
         evaluate_run(run_dir, {"normalizer": normalizer})
         run_info = {
             "title": f"Transcription review: {run_dir}",

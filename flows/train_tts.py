@@ -26,6 +26,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
+from tasks.shutdown import stop_on_signals
 from tasks.stage import RunLock
 from tasks.train_tts import TrainConfig, Trainer, evaluate_voice
 from tasks.train_tts_data import load_training_set
@@ -167,7 +168,7 @@ def train_tts(
     heldout = read_heldout(heldout_file)
     out = Path(ckpt_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with RunLock(str(out)):
+    with stop_on_signals(), RunLock(str(out)):
         trainer = Trainer(out, TrainConfig.from_dict(config or {}), device)
         _say(
             f"{out}: step {trainer.state.step}, {trainer.n_parameters / 1e6:.1f} M "

@@ -25,6 +25,8 @@ from tasks.evaluate import evaluate_run
 from tasks.features import FeatureOptions
 from tasks.ingest import IngestOptions
 from tasks.report import render_markdown_summary, report_run, summary_table_rows
+from tasks.shutdown import stop_on_signals
+from tasks.sources import DEFAULT_MAX_BYTES, DEFAULT_STALL_S, ReadLimits
 from tasks.stage import RunLock
 from tasks.summary import summarize_ingest
 
@@ -46,6 +48,8 @@ def transcribe_corpus(
     parallel_shards: int = 1,
     precision: str = "auto",
     export_to: str | None = None,
+    max_file_bytes: int = DEFAULT_MAX_BYTES,
+    stall_timeout_s: float = DEFAULT_STALL_S,
 ) -> dict:
     """Transcribe a corpus into RUN_DIR, score it, and write RUN_DIR/report.html.
 
@@ -53,6 +57,9 @@ def transcribe_corpus(
     CPU with native bfloat16 such as AMX, else float32), "float32", "bfloat16" or
     "float16". It is part of each transcript's key: changing it redoes the stage.
     `export_to`: an fsspec URI (e.g. s3://bucket/run) to mirror RUN_DIR to at the end.
+    `max_file_bytes`, `stall_timeout_s`: inputs larger than this, or that make no
+    read or decode progress for this long, are failed rows (`ReadLimits`).
+    SIGTERM/SIGINT stop the run within `TERMINATION_BOUND_S` (`stop_on_signals`).
 
     Returns a JSON-friendly summary: file counts, audio hours, RTFx, WER with its
     95% CI when references exist, and each stage's report.
@@ -61,9 +68,12 @@ def transcribe_corpus(
     t0 = time.perf_counter()
     settings = {"batch_size": batch_size, "beam_size": beam_size, "language": language}
     precision = resolve_precision(device, precision)  # "auto" -> a dtype name
-    with RunLock(run_dir):
+    limits = ReadLimits(max_file_bytes, stall_timeout_s)
+    with stop_on_signals(), RunLock(run_dir):
         stages = [
-            ingest_stage(run_dir, inputs, IngestOptions(), shard_size, retry_failed),
+            ingest_stage(
+                run_dir, inputs, IngestOptions(), shard_size, retry_failed, limits
+            ),
             features_stage(run_dir, FeatureOptions(), shard_size, retry_failed),
             transcripts_stage(
                 run_dir,

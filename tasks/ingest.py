@@ -17,7 +17,7 @@ import io
 import json
 import os
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import fsspec
@@ -30,6 +30,20 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from s2s_models.audio import FlacAudio
+from tasks.shutdown import (
+    Progress,
+    Stalled,
+    StopRequested,
+    run_watched,
+    stop_requested,
+)
+from tasks.sources import (
+    DEFAULT_LIMITS,
+    DEFAULT_MAX_BYTES,
+    ReadLimits,
+    check_source,
+    read_manifest,
+)
 from tasks.stage import (
     SHARD_MAX_SOURCE_BYTES,
     chunked_by,
@@ -84,16 +98,6 @@ def _is_manifest(path: str) -> bool:
     return path.lower().endswith((".csv", ".jsonl", ".parquet"))
 
 
-def _read_manifest(uri: str) -> pd.DataFrame:
-    lower = uri.lower()
-    with fsspec.open(uri, "rb") as fh:
-        if lower.endswith(".csv"):
-            return pd.read_csv(fh, dtype=str, keep_default_na=False)
-        if lower.endswith(".jsonl"):
-            return pd.read_json(fh, lines=True, dtype=False)
-        return pd.read_parquet(fh)
-
-
 def _clean(value) -> str | None:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
@@ -109,41 +113,45 @@ def _join(folder: str, rel: str) -> str:
     return os.path.normpath(os.path.join(folder, rel))
 
 
-def _items_from_manifest(uri: str) -> list[SourceItem]:
+def _items_from_manifest(uri: str, max_bytes: int) -> list[SourceItem]:
+    """One item per manifest row; a row that cannot be parsed is a failed item
+    named `<manifest>:<line>`, and the rows around it go on."""
     try:
-        frame = _read_manifest(uri)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad manifest
+        columns, rows = read_manifest(uri, max_bytes)
+    except Exception as exc:  # noqa: BLE001 - any read failure is a bad manifest
         return [SourceItem(uri, uri, error=f"cannot read manifest: {exc}")]
-    if "audio_path" not in frame.columns:
+    if "audio_path" not in columns:
         return [
             SourceItem(
-                uri,
-                uri,
-                error="manifest lacks column 'audio_path' "
-                f"(has: {list(frame.columns)})",
+                uri, uri, error=f"manifest lacks column 'audio_path' (has: {columns})"
             )
         ]
     folder = posixpath.dirname(uri) if "://" in uri else os.path.dirname(uri)
     items = []
-    for row in frame.to_dict("records"):
-        rel = _clean(row.get("audio_path")) or ""
-        utt_id = _clean(row.get("utt_id")) or os.path.splitext(rel)[0] or uri
-        ref, spk = _clean(row.get("reference")), _clean(row.get("speaker"))
-        if not rel:
-            items.append(SourceItem(utt_id, uri, ref, spk, "empty audio_path"))
-            continue
-        is_abs = os.path.isabs(rel) or "://" in rel
-        path = rel if is_abs else _join(folder, rel)
-        escapes = not is_abs and ".." in rel.replace("\\", "/").split("/")
-        if escapes and not path.startswith(folder.rstrip("/") + "/"):
+    for line, row in rows:
+        if isinstance(row, str):  # the row's parse error
             items.append(
-                SourceItem(
-                    utt_id, path, ref, spk, f"path escapes the manifest folder: {rel}"
-                )
+                SourceItem(f"{uri}:{line}", uri, error=f"{uri} line {line}: {row}")
             )
             continue
-        items.append(SourceItem(utt_id, path, ref, spk))
+        items.append(_item_from_row(row, uri, folder))
     return items
+
+
+def _item_from_row(row: dict, uri: str, folder: str) -> SourceItem:
+    rel = _clean(row.get("audio_path")) or ""
+    utt_id = _clean(row.get("utt_id")) or os.path.splitext(rel)[0] or uri
+    ref, spk = _clean(row.get("reference")), _clean(row.get("speaker"))
+    if not rel:
+        return SourceItem(utt_id, uri, ref, spk, "empty audio_path")
+    is_abs = os.path.isabs(rel) or "://" in rel
+    path = rel if is_abs else _join(folder, rel)
+    escapes = not is_abs and ".." in rel.replace("\\", "/").split("/")
+    if escapes and not path.startswith(folder.rstrip("/") + "/"):
+        return SourceItem(
+            utt_id, path, ref, spk, f"path escapes the manifest folder: {rel}"
+        )
+    return SourceItem(utt_id, path, ref, spk)
 
 
 def _walk_audio(uri: str) -> list[str]:
@@ -168,18 +176,21 @@ def _walk_audio(uri: str) -> list[str]:
     )
 
 
-def _items_from_directory(uri: str) -> list[SourceItem]:
+def _items_from_directory(uri: str, max_bytes: int) -> list[SourceItem]:
     root = uri.rstrip("/")
     local_root = root.removeprefix("file://")
     fs, _ = fsspec.core.url_to_fs(uri)
     sidecar: dict[str, SourceItem] = {}
+    items = []  # the sidecar's unusable rows, then one item per audio file
     for name in MANIFEST_NAMES:
         candidate = _join(root, name)
         if fs.exists(candidate.removeprefix("file://")) or fs.exists(candidate):
-            for item in _items_from_manifest(candidate):
-                sidecar[os.path.normpath(item.path.removeprefix("file://"))] = item
+            for item in _items_from_manifest(candidate, max_bytes):
+                if item.path == candidate:  # names no audio file: keep it as it is
+                    items.append(item)
+                else:
+                    sidecar[os.path.normpath(item.path.removeprefix("file://"))] = item
             break
-    items = []
     for path in _walk_audio(uri):
         key = os.path.normpath(path.removeprefix("file://"))
         if key in sidecar:
@@ -194,19 +205,22 @@ def _items_from_directory(uri: str) -> list[SourceItem]:
     return items
 
 
-def discover_inputs(inputs: list[str]) -> list[SourceItem]:
+def discover_inputs(
+    inputs: list[str], max_bytes: int = DEFAULT_MAX_BYTES
+) -> list[SourceItem]:
     """Expand directories, files and manifests into items with unique `utt_id`s.
 
     A later item whose `utt_id` was already taken becomes a failed item naming the
-    first one; a missing input becomes a failed item.
+    first one; a missing input, a manifest that cannot be read (or is larger than
+    `max_bytes`) and each manifest row that cannot be parsed become failed items.
     """
     items: list[SourceItem] = []
     for uri in inputs:
         fs, path = fsspec.core.url_to_fs(uri)
         if fs.isdir(path):
-            items += _items_from_directory(uri)
+            items += _items_from_directory(uri, max_bytes)
         elif _is_manifest(uri) and fs.exists(path):
-            items += _items_from_manifest(uri)
+            items += _items_from_manifest(uri, max_bytes)
         else:
             stem = posixpath.splitext(posixpath.basename(path))[0]
             error = (
@@ -216,13 +230,14 @@ def discover_inputs(inputs: list[str]) -> list[SourceItem]:
     first_seen: dict[str, str] = {}
     unique = []
     for item in items:
-        if item.utt_id in first_seen and item.error is None:
+        if item.utt_id in first_seen:  # a failed item keeps its own error
             item = SourceItem(
                 f"{item.utt_id}#dup{len(unique)}",
                 item.path,
                 item.reference,
                 item.speaker,
-                f"duplicate utt_id {item.utt_id!r} "
+                item.error
+                or f"duplicate utt_id {item.utt_id!r} "
                 f"(first used by {first_seen[item.utt_id]})",
             )
         first_seen.setdefault(item.utt_id, item.path)
@@ -262,12 +277,23 @@ def request_key(
 # ---------------------------------------------------------------- decoding
 
 
-def _sha256(path: str) -> tuple[str, int]:
+def _no_progress() -> None:
+    """Default for the `on_block` callbacks: nobody watches."""
+
+
+def _sha256(
+    path: str, max_bytes: int, on_block: Callable[[], None] = _no_progress
+) -> tuple[str, int]:
+    """sha256 and length of `path`. Reading stops one block past `max_bytes`: a
+    file that has grown past the limit since it was checked fails instead."""
     digest, n = hashlib.sha256(), 0
     with fsspec.open(path, "rb") as fh:
         while block := fh.read(HASH_BLOCK_BYTES):
             digest.update(block)
             n += len(block)
+            if n > max_bytes:
+                raise ValueError(f"file grew past the {max_bytes}-byte limit")
+            on_block()
     return digest.hexdigest(), n
 
 
@@ -278,11 +304,37 @@ def _open_checked(snd: sf.SoundFile) -> None:
         raise ValueError(f"invalid sample rate {snd.samplerate}")
 
 
+# A decoded length this far from the header's frame count (and by over
+# LENGTH_SLACK_S) fails the file: it is damaged, or its header lies.
+LENGTH_RATIO = 2.0
+LENGTH_SLACK_S = 10.0
+
+
+def _check_length(decoded: int, header: int, rate: int, final: bool) -> None:
+    """Raise ValueError once the frames decoded so far disagree wildly with the
+    header (too many: as soon as it happens; too few: at the end)."""
+    if header <= 0:
+        return  # the header does not say
+    slack = LENGTH_SLACK_S * rate
+    too_many = decoded > max(LENGTH_RATIO * header, header + slack)
+    too_few = final and decoded < min(header / LENGTH_RATIO, header - slack)
+    if too_many or too_few:
+        raise ValueError(
+            f"decoded length disagrees with the header: {decoded / rate:.1f} s "
+            f"{'so far' if not final else 'decoded'}, the header says "
+            f"{header / rate:.1f} s"
+        )
+
+
 def _mono_blocks(
-    snd: sf.SoundFile, sample_rate: int, quality: str
+    snd: sf.SoundFile, sample_rate: int, quality: str, stats: dict
 ) -> Iterator[np.ndarray]:
     """The open file as float32 mono at ``sample_rate``, DECODE_BLOCK_SECONDS of
-    source at a time. Raises ValueError at the first block with NaN/Inf samples."""
+    source at a time, until the decoder has no more (not the header's frame
+    count: `SoundFile.blocks` would pad a short read of a lying header with
+    garbage, block after block). Counts source frames in stats["source_frames"].
+    Raises ValueError at the first block with NaN/Inf samples, and when the
+    decoded length disagrees wildly with the header."""
     src_rate = snd.samplerate
     stream = (
         None
@@ -292,46 +344,53 @@ def _mono_blocks(
         )
     )
     block = max(1, src_rate * DECODE_BLOCK_SECONDS)
-    for frames in snd.blocks(blocksize=block, dtype="float32", always_2d=True):
+    header, decoded = snd.frames, 0
+    while (frames := snd.read(block, dtype="float32", always_2d=True)).size:
+        decoded += frames.shape[0]
+        stats["source_frames"] = decoded
+        _check_length(decoded, header, src_rate, final=False)
         mono = frames.mean(axis=1, dtype=np.float32)
         if not np.isfinite(mono).all():
             raise ValueError("audio contains NaN or Inf samples")
         yield mono if stream is None else stream.resample_chunk(mono)
+    _check_length(decoded, header, src_rate, final=True)
     if stream is not None:
         yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
-def _source_info(snd: sf.SoundFile) -> dict:
-    return {
-        "format": f"{snd.format}/{snd.subtype}",
-        "sample_rate": snd.samplerate,
-        "channels": snd.channels,
-        "source_frames": snd.frames,
-    }
-
-
 def transcode_to_flac(
-    path: str, sample_rate: int, quality: str = "HQ", subtype: str = "PCM_16"
+    path: str,
+    sample_rate: int,
+    quality: str = "HQ",
+    subtype: str = "PCM_16",
+    on_block: Callable[[], None] = _no_progress,
 ) -> tuple[bytes, int, dict]:
     """Decode, downmix, resample and FLAC-encode `path` one block at a time.
 
     Memory follows the FLAC output and one DECODE_BLOCK_SECONDS block, not the
     waveform: an hour of 44.1 kHz stereo costs about the size of its 16 kHz FLAC,
     not 0.9 GB of floats. Returns (flac bytes, n_samples, info) where info has the
-    source format, sample rate, channel count and frames. Raises ValueError for
-    audio we refuse (no channels, NaN/Inf samples).
+    source format, sample rate, channel count and decoded frames. Raises
+    ValueError for audio we refuse (no channels, NaN/Inf samples, a length that
+    disagrees wildly with the header). `on_block` is called after each block.
     """
     out = io.BytesIO()
     n_samples = 0
     with fsspec.open(path, "rb") as raw, sf.SoundFile(raw) as snd:
         _open_checked(snd)
+        info = {
+            "format": f"{snd.format}/{snd.subtype}",
+            "sample_rate": snd.samplerate,
+            "channels": snd.channels,
+            "source_frames": 0,
+        }
         with sf.SoundFile(
             out, "w", sample_rate, 1, subtype=subtype, format="FLAC"
         ) as flac:
-            for block in _mono_blocks(snd, sample_rate, quality):
+            for block in _mono_blocks(snd, sample_rate, quality, info):
                 flac.write(np.clip(block, -1.0, 1.0))
                 n_samples += block.size
-        info = _source_info(snd)
+                on_block()
     return out.getvalue(), n_samples, info
 
 
@@ -406,13 +465,61 @@ def _failed_row(item: SourceItem, req_key: str, error: str, **known) -> dict:
     }
 
 
-def ingest_one(item: SourceItem, req_key: str, options: IngestOptions) -> dict:
-    """Ingest one source into a row of the `ingest` schema (never raises)."""
+# Fault injection for the termination tests: with this set, ingest reads every
+# input unchecked and unwatched, as it did before special files were refused, so
+# a FIFO blocks a shard's thread in open() for good.
+UNGUARDED_READS_ENV = "S2S_FAILPOINT_UNGUARDED_READS"
+
+
+def ingest_one(
+    item: SourceItem,
+    req_key: str,
+    options: IngestOptions,
+    limits: ReadLimits = DEFAULT_LIMITS,
+) -> dict:
+    """Ingest one source into a row of the `ingest` schema.
+
+    Bad input never raises: a missing, special (FIFO, socket, device) or too large
+    file, undecodable audio, and an item that makes no progress for
+    `limits.stall_timeout_s` each become a failed row. Raises `StopRequested` when
+    the run stops while the item is in hand.
+    """
     if item.error:
         return _failed_row(item, req_key, item.error)
+    if os.environ.get(UNGUARDED_READS_ENV):
+        return _read_source(item, req_key, options, limits.max_bytes, Progress())
+    problem, size = check_source(item.path, limits.max_bytes)
+    if problem:
+        return _failed_row(item, req_key, problem, source_size=size)
+    try:
+        return run_watched(
+            lambda progress: _read_source(
+                item, req_key, options, limits.max_bytes, progress
+            ),
+            limits.stall_timeout_s,
+            item.utt_id,
+        )
+    except Stalled as exc:
+        return _failed_row(
+            item,
+            req_key,
+            f"stalled: {exc} while reading or decoding "
+            f"(--stall-timeout {limits.stall_timeout_s:g} s)",
+        )
+
+
+def _read_source(
+    item: SourceItem,
+    req_key: str,
+    options: IngestOptions,
+    max_bytes: int,
+    progress: Progress,
+) -> dict:
+    """Hash and transcode a source that passed `check_source` (the body of
+    `ingest_one`, run under its watchdog)."""
     size, mtime = stat_source(item.path)
     try:
-        sha, n_bytes = _sha256(item.path)
+        sha, n_bytes = _sha256(item.path, max_bytes, progress.touch)
     except Exception as exc:  # noqa: BLE001 - permission, missing, I/O
         return _failed_row(
             item, req_key, f"cannot read file: {type(exc).__name__}: {exc}"
@@ -426,6 +533,7 @@ def ingest_one(item: SourceItem, req_key: str, options: IngestOptions) -> dict:
             options.sample_rate,
             options.resample_quality,
             options.flac_subtype,
+            progress.touch,
         )
     except sf.LibsndfileError as exc:  # its str() names a Python file object
         return _failed_row(
@@ -460,33 +568,63 @@ def ingest_one(item: SourceItem, req_key: str, options: IngestOptions) -> dict:
 
 
 def compute_ingest(
-    items: list[SourceItem], request_keys: list[str], options: IngestOptions
+    items: list[SourceItem],
+    request_keys: list[str],
+    options: IngestOptions,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> list[dict]:
-    """Pure stage logic: one row per item, failures included."""
+    """Pure stage logic: one row per item, failures included; when the run is
+    stopping, the rows of the items done so far."""
     options.verify()
-    return [
-        ingest_one(it, key, options)
-        for it, key in zip(items, request_keys, strict=True)
-    ]
+    limits.verify()
+    rows = []
+    for item, key in zip(items, request_keys, strict=True):
+        if stop_requested():
+            break
+        try:
+            rows.append(ingest_one(item, key, options, limits))
+        except StopRequested:
+            break
+    return rows
 
 
-@task(name="ingest-shard", cache_policy=NONE, retries=1, retry_delay_seconds=2)
+def _unless_stopping(task, task_run, state) -> bool:
+    """Retry a failed shard, unless it failed because the run is stopping."""
+    return not stop_requested()
+
+
+@task(
+    name="ingest-shard",
+    cache_policy=NONE,
+    retries=1,
+    retry_delay_seconds=2,
+    retry_condition_fn=_unless_stopping,
+)
 def ingest_shard(
     run_dir: str,
     part_index: int,
     items: list[dict],
     request_keys: list[str],
     options: dict,
+    limits: dict | None = None,
 ) -> str:
-    """Ingest one shard of items and write it as one Parquet part."""
+    """Ingest one shard of items and write it as one Parquet part. A run that is
+    stopping writes the rows done so far, then raises `StopRequested`."""
     from tasks.schemas import INGEST
 
     rows = compute_ingest(
-        [SourceItem(**d) for d in items], request_keys, IngestOptions(**options)
+        [SourceItem(**d) for d in items],
+        request_keys,
+        IngestOptions(**options),
+        ReadLimits(**(limits or {})),
     )
-    table = pa.Table.from_pylist(rows, schema=INGEST)
-    path = str(write_part(run_dir, "ingest", part_index, table))
+    path = ""
+    if rows:
+        table = pa.Table.from_pylist(rows, schema=INGEST)
+        path = str(write_part(run_dir, "ingest", part_index, table))
     release_memory()
+    if len(rows) < len(items):
+        raise StopRequested(f"run stopping: {len(rows)} of {len(items)} items done")
     return path
 
 
@@ -509,9 +647,11 @@ def plan_ingest(
     options: IngestOptions,
     shard_size: int,
     retry_failed: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> IngestPlan:
-    """Discover the inputs and decide which items a run still has to ingest."""
-    items = discover_inputs(inputs)
+    """Discover the inputs and decide which items a run still has to ingest
+    (`max_bytes`: manifests larger than this are refused)."""
+    items = discover_inputs(inputs, max_bytes)
     done = existing_rows(prepare_stage(run_dir, "ingest"), key_column="request_key")
     wanted, todo, todo_keys, todo_bytes = {}, [], [], []
     for item in items:

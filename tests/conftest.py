@@ -7,6 +7,7 @@ never touch the user's Prefect profile or a running server.
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -32,3 +33,15 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=300):
         yield
+
+
+def mount_tmpfs(mount: Path, options: str) -> None:
+    """Mount a tmpfs with `options` at `mount` (made if missing), or skip the test
+    where this machine does not allow it. Unmount with `umount -l`."""
+    mount.mkdir(exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)],
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")

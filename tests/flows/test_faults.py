@@ -20,7 +20,7 @@ import tasks.features
 from flows.ingest_corpus import ingest_corpus
 from flows.transcribe_corpus import transcribe_corpus
 from tasks.stage import FAILPOINT_ENV, list_parts, read_stage
-from tests.conftest import REPO, SAMPLES
+from tests.conftest import REPO, SAMPLES, mount_tmpfs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 FEATURE_COLS = ["utt_id", "input_key", "n_frames", "peak", "rms_dbfs", "status"]
@@ -74,11 +74,7 @@ def test_exception_in_one_shard_then_rerun(tmp_path, reference_run, monkeypatch)
 @pytest.fixture
 def small_tmpfs(tmp_path):
     mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs",
-                           str(mount)], capture_output=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    mount_tmpfs(mount, "size=1200k")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=False)
 

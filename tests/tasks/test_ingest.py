@@ -230,3 +230,98 @@ def test_downstream_reads_only_wanted_rows_one_row_group_at_a_time(
     monkeypatch.setattr(tasks.ingest, "SHARD_MAX_SOURCE_BYTES", 1)
     plan = plan_ingest(str(tmp_path / "run"), [str(SAMPLES)], IngestOptions(), 256)
     assert [len(s) for s in plan.shards] == [1] * len(items)
+
+
+def test_special_files_beside_real_speech_are_failed_rows_unopened(tmp_path):
+    """A FIFO, a Unix socket and symlinks to /dev/zero and /dev/urandom fail
+    with their kind, decided by stat: opening the FIFO would block for good, so
+    the test would not finish in time if any of them were opened."""
+    import socket
+    import threading
+
+    shutil.copy(SAMPLES / "jfk.flac", tmp_path / "jfk.flac")
+    os.mkfifo(tmp_path / "fifo.wav")
+    os.symlink("/dev/zero", tmp_path / "zero.wav")
+    os.symlink("/dev/urandom", tmp_path / "urandom.flac")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock.wav"))
+    rows: list[dict] = []
+    worker = threading.Thread(
+        target=lambda: rows.extend(_ingest(discover_inputs([str(tmp_path)]))),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=60)
+    sock.close()
+    assert not worker.is_alive(), "ingest blocked on a special file"
+    by_id = {r["utt_id"]: r for r in rows}
+    assert by_id["jfk"]["status"] == "ok"
+    assert {k: r["error"] for k, r in by_id.items() if k != "jfk"} == {
+        "fifo": "not a regular file: a named pipe (FIFO)",
+        "sock": "not a regular file: a socket",
+        "zero": "not a regular file: a character device (symlink to /dev/zero)",
+        "urandom": "not a regular file: a character device (symlink to /dev/urandom)",
+    }
+
+
+def test_file_over_the_size_limit_is_not_read():
+    from tasks.sources import ReadLimits
+
+    item = SourceItem("jfk", str(SAMPLES / "jfk.flac"))
+    opts, limits = IngestOptions(), ReadLimits(max_bytes=1 << 20)
+    (row,) = compute_ingest([item], [request_key(item, opts)], opts, limits)
+    assert row["status"] == "failed" and "source_sha256" not in row
+    assert row["source_size"] == (SAMPLES / "jfk.flac").stat().st_size
+    assert row["error"].startswith("file is 1.1 MiB, over the 1.0 MiB limit")
+
+
+def test_length_that_disagrees_with_the_header_fails(tmp_path):
+    """An MP3 cut to a fifth of its length still claims a minute (its Xing
+    header): it fails instead of being stored with 48 s of padding."""
+    buf = io.BytesIO()
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(16000 * 60) / 16000)
+    sf.write(buf, tone.astype(np.float32), 16000, format="MP3")
+    (tmp_path / "cut.mp3").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 5])
+    (row,) = _ingest([SourceItem("cut", str(tmp_path / "cut.mp3"))])
+    assert row["status"] == "failed"
+    assert "decoded length disagrees with the header" in row["error"]
+    assert "the header says 60.0 s" in row["error"]
+
+
+def test_an_item_that_makes_no_progress_fails_alone(tmp_path):
+    """A source whose open() never returns (a FIFO behind an fsspec filesystem,
+    as a hung network mount behaves) fails after the stall timeout; the next item
+    of the shard is still ingested."""
+    import time
+
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    from tasks.sources import ReadLimits
+
+    class HungFileSystem(LocalFileSystem):
+        protocol = "hung"
+
+        def info(self, path, **kwargs):
+            return {"name": path, "size": 1000, "type": "file"}
+
+        def _open(self, path, mode="rb", **kwargs):
+            return open(str(tmp_path / "fifo"), mode)  # blocks: nobody writes
+
+    os.mkfifo(tmp_path / "fifo")
+    fsspec.register_implementation("hung", HungFileSystem, clobber=True)
+    items = [
+        SourceItem("hung", "hung://corpus/a.wav"),
+        SourceItem("jfk", str(SAMPLES / "jfk.flac")),
+    ]
+    opts, limits = IngestOptions(), ReadLimits(stall_timeout_s=1.0)
+    started = time.monotonic()
+    try:
+        rows = compute_ingest(items, ["k1", "k2"], opts, limits)
+    finally:  # let the abandoned reader go
+        os.close(os.open(tmp_path / "fifo", os.O_WRONLY | os.O_NONBLOCK))
+    assert time.monotonic() - started < 20
+    assert rows[0]["status"] == "failed"
+    assert rows[0]["error"].startswith("stalled: no progress for 1 s")
+    assert "--stall-timeout 1 s" in rows[0]["error"]
+    assert rows[1]["status"] == "ok"
