@@ -35,7 +35,7 @@ from s2s_models.vocoders.griffinlim import (  # noqa: E402
     mel_to_magnitude,
     speecht5_log_mel,
 )
-from s2s_models.whisper.api import TranscribeOptions  # noqa: E402
+from s2s_models import TranscribeOptions  # noqa: E402
 from tasks.evaluate_metrics import normalize_text, score_pair  # noqa: E402
 from tasks.ingest import decode_flac  # noqa: E402
 from tasks.stage import read_stage  # noqa: E402

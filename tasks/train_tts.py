@@ -322,7 +322,7 @@ def round_trip(
     audios: list[np.ndarray], texts: list[str], asr_model: str, device: str = "auto"
 ) -> dict:
     """WER/CER of Whisper's transcripts of ``audios`` against ``texts``."""
-    from s2s_models.whisper.api import TranscribeOptions
+    from s2s_models import TranscribeOptions
     from tasks.transcribe import get_asr
 
     asr = get_asr(asr_model, device)

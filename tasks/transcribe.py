@@ -22,6 +22,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from s2s_models import TranscribeOptions, load_asr
+from s2s_models.audio import SAMPLE_RATE
 from s2s_models.whisper.checkpoints import DTYPES, resolve_checkpoint
 from s2s_models.whisper.longform import auto_batch_size
 from tasks.ingest import read_ingest_audio
@@ -80,6 +81,7 @@ def _row(utt_id, key, result, duration_s, decode_s, meta) -> dict:
         "text": result.text,
         "language": result.language,
         "segments": segments,
+        "words": [dataclasses.asdict(w) for w in result.words],
         "avg_logprob": result.avg_logprob,
         "no_speech_prob": result.no_speech_prob,
         "compression_ratio": result.compression_ratio,
@@ -145,7 +147,7 @@ def compute_transcripts(
     becomes one failed row and the rest of the shard still gets transcribed.
     `decode_seconds` shares the wall time among items by audio duration.
     """
-    durations = [a.size / 16000 for a in audios]
+    durations = [a.size / SAMPLE_RATE for a in audios]
     started = time.perf_counter()
     try:
         results = transcribe_with_backoff(asr, audios, options)
