@@ -41,6 +41,9 @@ def _normalize_basic(text: str) -> str:
     return " ".join("".join(chars).split())
 
 
+_CURRENCY_CENTS = re.compile(r"([$£€]\d+) (\d\d)\b(?! ?%)")
+
+
 def normalize_text(text: str, normalizer: str) -> str:
     """Normalise one transcript.
 
@@ -51,7 +54,9 @@ def normalize_text(text: str, normalizer: str) -> str:
     if normalizer == "basic":
         return _normalize_basic(text)
     if normalizer == "whisper_english":
-        return " ".join(_whisper_english_normalizer()(text).split())
+        text = " ".join(_whisper_english_normalizer()(text).split())
+        # "twelve dollars fifty" comes out as "$12 50", "$12.50" as "$12.50"
+        return _CURRENCY_CENTS.sub(r"\1.\2", text)
     raise ValueError(f"unknown normalizer {normalizer!r}")
 
 
