@@ -103,6 +103,7 @@ def test_duration_per_phoneme_flags():
         ("Dr. Smith met Mr. Jones.", "Doctor Smith met Mister Jones."),
         ("50% of 1,200 people", "fifty percent of one thousand two hundred people"),
         ("in the 1990s", "in the nineteen nineties"),
+        ("the U.S.A. and the FBI", "the U S A and the F B I"),
     ],
 )
 def test_round_trip_normaliser_scores_written_and_spoken_alike(written, said):
