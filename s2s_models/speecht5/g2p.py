@@ -158,8 +158,8 @@ class G2P:
 
     @torch.inference_mode()
     def predict(self, words: Sequence[str], batch_size: int = 256) -> list[list[str]]:
-        """Greedy pronunciation of each word: a list of ARPAbet symbols (never empty
-        for a word with at least one letter)."""
+        """Greedy pronunciation of each word: a list of ARPAbet symbols (empty if
+        the model ends the word at once; the caller then spells it)."""
         out: list[list[str]] = []
         for start in range(0, len(words), batch_size):
             out += self._predict_batch(words[start : start + batch_size])
@@ -173,7 +173,9 @@ class G2P:
         batch = letters.shape[0]
         prefix = torch.full((batch, 1), BOS, dtype=torch.long)
         done = torch.zeros(batch, dtype=torch.bool)
-        for _ in range(self.model.dims.max_phonemes):
+        # a word has at most a few more phonemes than letters ("x": EH1 K S)
+        n_steps = min(self.model.dims.max_phonemes, letters.shape[1] + 4)
+        for _ in range(n_steps):
             logits = self.model.decode(memory, letters, prefix)[:, -1]
             logits[:, :EOS] = -math.inf  # never PAD or BOS
             logits[:, UNK] = -math.inf
