@@ -158,9 +158,10 @@ def register_train(subparsers) -> None:
                    help="evaluation judge (default tiny.en; repeatable)")  # fmt: skip
     p.add_argument("--frames-per-batch", type=int, default=None,
                    help="padded mel frames per batch (default 6000)")  # fmt: skip
-    p.add_argument("--front-end", choices=("phonemes", "characters"), default=None,
-                   help="text input of a new voice (default phonemes: CMUdict "
-                   "ARPAbet; characters: letters as written)")  # fmt: skip
+    p.add_argument("--front-end", choices=("phonemes", "phonemes-v1", "characters"),
+                   default=None, help="text input of a new voice (default phonemes: "
+                   "en-arpabet-v2, normalised English, CMUdict + G2P; phonemes-v1: "
+                   "cmudict-arpabet; characters: letters as written)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-bf16", action="store_true", help="train in float32")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

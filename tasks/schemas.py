@@ -182,7 +182,7 @@ TTS_REQUESTS = _schema(
 
 MELS = _schema(
     "mels",
-    1,
+    2,
     [
         ("utt_id", pa.string()),
         ("input_key", pa.string()),
@@ -197,6 +197,8 @@ MELS = _schema(
         ("log_mel", pa.list_(pa.list_(pa.float16()))),
         ("stopped", pa.bool_()),  # the stop token ended every chunk
         ("hit_max_length", pa.bool_()),  # some chunk was cut at the step limit
+        # some chunk stopped far shorter than its phonemes need, on every seed tried
+        ("cut_short", pa.bool_()),
         # teacher engines: their own audio, resampled to 16 kHz mono FLAC; null for
         # speecht5 (the audio stage vocodes the mel)
         ("engine_audio", AUDIO_STRUCT),
@@ -225,7 +227,7 @@ TTS_AUDIO = _schema(
 
 TTS_EVALUATION = _schema(
     "tts_evaluation",
-    1,
+    2,
     [
         ("utt_id", pa.string()),
         ("input_key", pa.string()),
@@ -242,6 +244,9 @@ TTS_EVALUATION = _schema(
         ("duration_s", pa.float64()),
         ("chars_per_s", pa.float64()),  # characters of text per second of audio
         ("words_per_min", pa.float64()),
+        ("n_phonemes", pa.int32()),  # of normalized_text, by our English front end
+        ("seconds_per_phoneme", pa.float64()),
+        ("duration_flag", pa.string()),  # too_short | too_long | null (plausible)
         ("dnsmos_sig", pa.float64()),  # null when DNSMOS was not run
         ("dnsmos_bak", pa.float64()),
         ("dnsmos_ovrl", pa.float64()),

@@ -9,8 +9,16 @@ that cannot be used becomes a failed row with the reason; nothing else is lost:
 * empty text, or text with nothing left after normalisation, fails;
 * text longer than `max_chars` characters is refused (a dataset utterance is a
   sentence or a paragraph, not a chapter: split such text into lines yourself);
-* text up to `max_chars` is split at sentence boundaries (then at commas, then at
-  spaces) into chunks the model handles; the chunks' mels are joined in order;
+* text is normalised into the words to say (`normalized_text`, what the engine is
+  asked to say): by the voice's own front end for a SpeechT5 voice (our
+  `en-arpabet-v2` voices expand numbers, dates, money, abbreviations, acronyms,
+  URLs and strip markup: `s2s_models.speecht5.normalize`), by the same English
+  normaliser for an English teacher voice; text that is mostly markup fails;
+* a SpeechT5 voice says each sentence as its own chunk (a period inside a chunk
+  could end it early), cut further at commas, then spaces, when longer than the
+  model handles; the chunks' mels are joined in order. A chunk whose audio is far
+  shorter than its phonemes need is generated again with other seeds, and flagged
+  `cut_short` (and counted as a stop failure) if it stays short;
 * characters outside a SpeechT5 voice's vocabulary are normalised where possible
   (typographic quotes and dashes, letter case) and otherwise removed and listed
   in `unknown_chars`; the row still succeeds when something is left to say.
@@ -43,13 +51,20 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from s2s_models.device import resolve_device
-from s2s_models.speecht5 import GenerationOptions, generate_speech
-from s2s_models.speecht5.tokenizer import normalize_text
+from s2s_models.speecht5 import GenerationOptions
+from s2s_models.speecht5.generation import generate_speech_checked
+from s2s_models.speecht5.normalize import TextRefused, normalize_english
+from s2s_models.speecht5.tokenizer import normalize_text, pad_batch
 from s2s_models.vocoders import speecht5_log_mel
 from tasks.ingest import encode_flac
 from tasks.schemas import MELS, TTS_REQUESTS, float16_matrix_column
 from tasks.stage import fingerprint, run_isolating_failures, write_part
-from tasks.tts_engines import load_speecht5_voice, load_teacher, speaker_tensor
+from tasks.tts_engines import (
+    load_speecht5_voice,
+    load_teacher,
+    speaker_tensor,
+    speaks_english,
+)
 
 SAMPLE_RATE = 16000
 N_MELS = 80
@@ -193,6 +208,13 @@ def read_texts(inputs: list[str]) -> list[TextItem]:
 # ---------------------------------------------------------------- tts_requests
 
 
+def sentence_chunks(text: str, max_chars: int) -> list[str]:
+    """One chunk per sentence, each cut further by `split_sentences` when longer
+    than `max_chars`."""
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    return [c for s in sentences if s for c in split_sentences(s, max_chars)]
+
+
 def split_sentences(text: str, max_chars: int) -> list[str]:
     """Chunks of at most `max_chars`, cut after sentence ends, else after commas,
     semicolons or colons, else at spaces, else anywhere."""
@@ -230,7 +252,17 @@ def request_key(item: TextItem, options: TextOptions, engine_fp: str) -> str:
                        engine_fp)  # fmt: skip
 
 
-def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit) -> dict:
+def normalize_request(text: str, tokenizer, english: bool) -> tuple[str, list[str]]:
+    """What the engine will say, and the characters removed as unknown: the voice's
+    own front end, else (a teacher) the English normaliser when the teacher speaks
+    English. Raises TextRefused for text that is mostly markup."""
+    if tokenizer is not None:
+        return tokenizer.normalize_text(text)
+    return (normalize_english(text), []) if english else normalize_text(text)
+
+
+def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit,
+                 english: bool) -> dict:  # fmt: skip
     row = {"utt_id": item.utt_id, "input_key": key, "source": item.source,
            "text": item.text, "speaker": item.speaker, "status": "failed"}  # fmt: skip
     if item.error is not None:
@@ -240,8 +272,10 @@ def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit) -> dict:
     if len(item.text) > max_chars:
         return {**row, "error": f"text has {len(item.text)} characters, more than "
                 f"max_chars={max_chars}: split it into shorter lines"}  # fmt: skip
-    vocabulary = None if tokenizer is None else tokenizer.vocabulary
-    normalized, unknown = normalize_text(item.text, vocabulary)
+    try:
+        normalized, unknown = normalize_request(item.text, tokenizer, english)
+    except TextRefused as exc:
+        return {**row, "error": f"text refused: {exc}"}
     row["unknown_chars"] = unknown
     if not normalized:
         return {
@@ -249,7 +283,9 @@ def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit) -> dict:
             "error": "nothing left to say after normalisation"
             + (f" (unknown characters {''.join(unknown)!r})" if unknown else ""),
         }
-    chunks = split_sentences(normalized, limit)
+    chunks = (split_sentences if tokenizer is None else sentence_chunks)(
+        normalized, limit
+    )
     if tokenizer is None:
         n_tokens = len(normalized) + len(chunks)
     else:
@@ -260,12 +296,14 @@ def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit) -> dict:
 
 
 def compute_tts_requests(
-    items: list[TextItem], keys: list[str], tokenizer, options: TextOptions, limit: int
-) -> list[dict]:
-    """Pure stage logic: one row per text (`tokenizer` None for teacher engines)."""
+    items: list[TextItem], keys: list[str], tokenizer, options: TextOptions, limit: int,
+    english: bool = True,
+) -> list[dict]:  # fmt: skip
+    """Pure stage logic: one row per text (`tokenizer` None for teacher engines;
+    `english`: a teacher given English-normalised text)."""
     options.verify()
     return [
-        _request_row(item, key, tokenizer, options.max_chars, limit)
+        _request_row(item, key, tokenizer, options.max_chars, limit, english)
         for item, key in zip(items, keys, strict=True)
     ]
 
@@ -277,16 +315,15 @@ def tts_requests_shard(
 ) -> str:  # fmt: skip
     """Check and normalise one shard of texts; write one tts_requests part."""
     opts, synth = TextOptions(**text_options), SynthesisOptions(**synthesis)
-    tokenizer = None
+    tokenizer, english = None, True
     if synth.engine == "speecht5":
         tokenizer = load_speecht5_voice(synth.voice).tokenizer
+    else:
+        english = speaks_english(synth.engine, synth.voice)
     rows = compute_tts_requests(
-        [TextItem(**it) for it in items],
-        keys,
-        tokenizer,
-        opts,
-        chunk_limit(opts, synth),
-    )
+        [TextItem(**it) for it in items], keys, tokenizer, opts,
+        chunk_limit(opts, synth), english,
+    )  # fmt: skip
     out = pa.Table.from_pylist(rows, schema=TTS_REQUESTS)
     return str(write_part(run_dir, "tts_requests", part_index, out))
 
@@ -301,16 +338,37 @@ def mel_key(request_key_: str, engine_fp: str, synthesis: SynthesisOptions,
     return fingerprint("mels", request_key_, engine_fp, settings, limit)
 
 
-def _generate_batch(voice, texts: list[str], speaker, options) -> tuple[list, list]:
+# Fewest seconds a phoneme (or letter) plausibly takes: speech at 12-15 phonemes per
+# second is about 0.07 s each; an utterance that stops at under 0.045 s per unit is
+# cut short (the first default voice stopping after "Dr." of a 42-phoneme sentence
+# gave 0.033 s per phoneme).
+MIN_SECONDS_PER_UNIT = 0.045
+FRAMES_PER_SECOND = SAMPLE_RATE / 256  # SpeechT5 mel hop
+
+
+def min_frames(tokenizer, ids: list[int]) -> int:
+    """Fewest frames the text of ``ids`` plausibly needs (0 when the tokenizer
+    cannot count phonemes: the published character voices)."""
+    count = getattr(tokenizer, "count_units", None)
+    if count is None:
+        return 0
+    return int(count(ids) * MIN_SECONDS_PER_UNIT * FRAMES_PER_SECOND)
+
+
+def _generate_batch(voice, texts: list[str], speaker, options) -> list[tuple]:
+    """(mel, stopped, cut_short) per text."""
     device = voice.model.feat_out.weight.device
-    enc = voice.tokenizer.encode_batch(texts)
+    encoded = [voice.tokenizer.encode(t) for t in texts]
+    enc = pad_batch(encoded, voice.tokenizer.pad_id)
     if speaker is not None:
         speaker = speaker.to(device)
-    result = generate_speech(
+    result = generate_speech_checked(
         voice.model, enc.input_ids.to(device), enc.attention_mask.to(device),
         speaker, options.generation(),
+        [min_frames(voice.tokenizer, e.ids) for e in encoded],
     )  # fmt: skip
-    return [m.float().cpu().numpy() for m in result.mels], result.stopped
+    mels = [m.float().cpu().numpy() for m in result.mels]
+    return list(zip(mels, result.stopped, result.cut_short, strict=True))
 
 
 def compute_mels_speecht5(
@@ -321,17 +379,15 @@ def compute_mels_speecht5(
     fails only its own utterance. Compute time is shared out by frames."""
     speaker = speaker_tensor(voice, synthesis.speaker_embedding)
     pieces = [(i, c) for i, r in enumerate(rows)
-              for c in split_sentences(r["normalized_text"], limit)]  # fmt: skip
+              for c in sentence_chunks(r["normalized_text"], limit)]  # fmt: skip
     order = sorted(range(len(pieces)), key=lambda p: len(pieces[p][1]))
     mels: list = [None] * len(pieces)
-    stops: list = [None] * len(pieces)
+    stops: list = [None] * len(pieces)  # (stopped, cut_short) per chunk
     errors: list = [None] * len(pieces)
     seconds = [0.0] * len(pieces)
 
-    def generate(batch: list[int]) -> list[tuple]:  # (mel, stopped) per chunk
-        texts = [pieces[p][1] for p in batch]
-        mels_, stops_ = _generate_batch(voice, texts, speaker, synthesis)
-        return list(zip(mels_, stops_, strict=True))
+    def generate(batch: list[int]) -> list[tuple]:  # (mel, stopped, cut_short)
+        return _generate_batch(voice, [pieces[p][1] for p in batch], speaker, synthesis)
 
     for start in range(0, len(order), synthesis.batch_size):
         batch = order[start : start + synthesis.batch_size]
@@ -342,7 +398,7 @@ def compute_mels_speecht5(
             if isinstance(outcome, Exception):
                 errors[p] = f"{type(outcome).__name__}: {outcome}"
             else:
-                results.append((p, *outcome))
+                results.append((p, outcome[0], outcome[1:]))
         wall = time.perf_counter() - t0
         frames = sum(m.shape[0] for _, m, _ in results) or 1
         for p, m, s in results:
@@ -357,8 +413,9 @@ def _join_chunks(row, i, pieces, mels, stops, errors, seconds) -> dict:
     if failed:
         return _mel_failed(row, f"chunk failed: {failed[0]}")
     mel = np.concatenate([mels[p] for p in mine])  # (n_frames, n_mels)
-    stopped = all(stops[p] for p in mine)
-    return _mel_row(row, mel, stopped, None, sum(seconds[p] for p in mine))
+    stopped = all(stops[p][0] for p in mine)
+    cut_short = any(stops[p][1] for p in mine)
+    return _mel_row(row, mel, stopped, None, sum(seconds[p] for p in mine), cut_short)
 
 
 def compute_mels_teacher(engine, rows: list[dict]) -> list[dict]:
@@ -383,10 +440,11 @@ def compute_mels_teacher(engine, rows: list[dict]) -> list[dict]:
     return out
 
 
-def _mel_row(row, mel, stopped, engine_audio, seconds) -> dict:
+def _mel_row(row, mel, stopped, engine_audio, seconds, cut_short=False) -> dict:
     return {**row, "n_mels": int(mel.shape[1]), "n_frames": int(mel.shape[0]),
             "log_mel": mel.astype(np.float16), "stopped": bool(stopped),
-            "hit_max_length": not stopped, "engine_audio": engine_audio,
+            "hit_max_length": not stopped, "cut_short": bool(cut_short),
+            "engine_audio": engine_audio,
             "synth_seconds": float(seconds), "status": "ok", "error": None}  # fmt: skip
 
 

@@ -8,7 +8,8 @@ result in ``CKPT_DIR/training_data.parquet`` keyed by the dataset's parts, so re
 a run does not recompute mels.
 
 Held-out texts are removed here (compared after normalisation), whatever the dataset
-holds, so an evaluation sentence is never trained on.
+holds, so an evaluation sentence is never trained on. Ids are made from the row's
+``normalized_text`` when it has one: the words the teacher was actually asked to say.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def dataset_key(dataset: str | Path, tokenizer: PhonemeTokenizer) -> str:
     return fingerprint(
         [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in parts],
         tokenizer.symbols,
+        tokenizer.name,
         "speecht5-log-mel-v1",
     )
 
@@ -130,7 +132,7 @@ def load_training_set(
     heldout = {_normalized(t, tokenizer) for t in heldout_texts}
     counts = {"failed": 0, "heldout": 0, "too_long": 0, "kept": 0}
     data = TrainingSet([], [], [], [], key)
-    columns = ["utt_id", "text", "audio", "sampling_rate", "status"]
+    columns = ["utt_id", "text", "normalized_text", "audio", "sampling_rate", "status"]
     for part in dataset_parts(dataset):
         for row in pq.read_table(part, columns=columns).to_pylist():
             if row["status"] != "ok" or row["audio"] is None:
@@ -149,7 +151,8 @@ def load_training_set(
                 continue
             data.utt_ids.append(row["utt_id"])
             data.texts.append(row["text"])
-            data.ids.append(tokenizer.encode(row["text"]).ids)
+            spoken = row["normalized_text"] or row["text"]
+            data.ids.append(tokenizer.encode(spoken).ids)
             data.mels.append(speecht5_log_mel(audio).to(torch.float16))
     counts["kept"] = len(data)
     if not data.utt_ids:

@@ -8,17 +8,24 @@ Per utterance:
 * predicted MOS: DNSMOS (``speechmos``: SIG, BAK, OVRL and P.808) on the 16 kHz
   audio; clips shorter than DNSMOS's 9 s window are tiled to fill it, by the
   package itself;
-* duration and speaking rate (characters per second, words per minute).
+* duration and speaking rate (characters per second, words per minute), and the
+  seconds per phoneme of the text actually spoken (`normalized_text`, counted by
+  our English front end whatever the engine): `duration_flag` is `too_short`
+  below 0.045 s per phoneme (cut short, or words skipped) and `too_long` above
+  0.25 s (babbling on, long silences).
 
 `summarize_tts` then reads every stage of the run and writes
 ``tts_evaluation/_summary.json``: counts and failures per stage, corpus round-trip
-WER/CER with bootstrap CIs, mean DNSMOS, stop-token failures, duration and rate
-statistics, and synthesis RTFx (audio seconds per second of synthesis + vocoder
-compute, model loading excluded, summed over rows so resumed runs count whole).
+WER/CER with bootstrap CIs, mean DNSMOS, stop failures (cut at the step limit, or
+stopped far too early on every seed tried), implausible durations, duration and
+rate statistics, and synthesis RTFx (audio seconds per second of synthesis +
+vocoder compute, model loading excluded, summed over rows so resumed runs count
+whole).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -32,6 +39,7 @@ from prefect import task
 from prefect.cache_policies import NONE
 
 from s2s_models import TranscribeOptions
+from s2s_models.speecht5.phonemes import PhonemeTokenizer
 from tasks.evaluate_metrics import (
     NORMALIZERS,
     normalize_text,
@@ -50,6 +58,9 @@ from tasks.stage import (
 from tasks.transcribe import get_asr
 
 SAMPLE_RATE = 16000
+# plausible seconds per phoneme: normal speech is about 0.06-0.1
+MIN_SECONDS_PER_PHONEME = 0.045
+MAX_SECONDS_PER_PHONEME = 0.25
 DNSMOS_KEYS = {"dnsmos_sig": "sig_mos", "dnsmos_bak": "bak_mos",
                "dnsmos_ovrl": "ovrl_mos", "dnsmos_p808": "p808_mos"}  # fmt: skip
 
@@ -103,6 +114,31 @@ def dnsmos_scores(audio: np.ndarray) -> dict[str, float | None]:
     return {ours: float(scores[theirs]) for ours, theirs in DNSMOS_KEYS.items()}
 
 
+@functools.cache
+def _front_end() -> PhonemeTokenizer:
+    return PhonemeTokenizer.for_front_end("phonemes")
+
+
+def count_phonemes(text: str) -> int:
+    """Phonemes of ``text`` read by our English front end (normalised again: a
+    no-op on our own normalised text)."""
+    tokenizer = _front_end()
+    try:
+        return tokenizer.count_units(tokenizer.encode(text).ids)
+    except ValueError:  # refused (mostly markup): nothing to count
+        return 0
+
+
+def duration_flag(seconds: float, n_phonemes: int) -> str | None:
+    """'too_short' / 'too_long' when ``seconds`` per phoneme is implausible."""
+    if n_phonemes == 0:
+        return None
+    per = seconds / n_phonemes
+    if per < MIN_SECONDS_PER_PHONEME:
+        return "too_short"
+    return "too_long" if per > MAX_SECONDS_PER_PHONEME else None
+
+
 def _transcribe_all(asr, audios, options: TranscribeOptions) -> list:
     """Transcripts, or the exception per item when a batch fails."""
     return run_isolating_failures(
@@ -113,15 +149,21 @@ def _transcribe_all(asr, audios, options: TranscribeOptions) -> list:
 def compute_tts_evaluation(
     asr, rows: list[dict], audios: list[np.ndarray], options: TtsEvalOptions
 ) -> list[dict]:
-    """Pure stage logic. `rows` carry utt_id, input_key, text; `audios` are
-    (n_samples,) float32 at 16 kHz. Returns one tts_evaluation row per input."""
+    """Pure stage logic. `rows` carry utt_id, input_key, text, normalized_text;
+    `audios` are (n_samples,) float32 at 16 kHz. Returns one tts_evaluation row per
+    input."""
     options.verify()
     asr_options = TranscribeOptions(batch_size=options.asr_batch_size)
     hypotheses = _transcribe_all(asr, audios, asr_options)
     out = []
     for row, audio, hyp in zip(rows, audios, hypotheses, strict=True):
-        base = {**row, "asr_model": options.asr_model,
-                "duration_s": audio.size / SAMPLE_RATE}  # fmt: skip
+        spoken = row.pop("normalized_text", None) or row["text"] or ""
+        n_phonemes = count_phonemes(spoken)
+        dur = audio.size / SAMPLE_RATE
+        base = {**row, "asr_model": options.asr_model, "duration_s": dur,
+                "n_phonemes": n_phonemes,
+                "seconds_per_phoneme": dur / n_phonemes if n_phonemes else None,
+                "duration_flag": duration_flag(dur, n_phonemes)}  # fmt: skip
         if isinstance(hyp, Exception):
             error = f"ASR: {type(hyp).__name__}: {hyp}"
             out.append({**base, "status": "failed", "error": error})
@@ -129,7 +171,6 @@ def compute_tts_evaluation(
         ref_norm = normalize_text(row["text"] or "", options.normalizer)
         hyp_norm = normalize_text(hyp, options.normalizer)
         s = score_pair(ref_norm, hyp_norm)
-        dur = base["duration_s"]
         text = row["text"] or ""
         base.update(
             hypothesis=hyp, reference_norm=ref_norm, hypothesis_norm=hyp_norm,
@@ -159,7 +200,8 @@ def tts_evaluation_shard(
     asr = get_asr(opts.asr_model, opts.device)
     wanted = set(utt_ids)
     table = pq.read_table(
-        upstream_part, columns=["utt_id", "input_key", "text", "audio"]
+        upstream_part,
+        columns=["utt_id", "input_key", "text", "normalized_text", "audio"],
     )
     rows, audios = [], []
     for r in table.to_pylist():
@@ -211,7 +253,9 @@ def compute_tts_summary(
     ok_mels, ok_audio = mels[mels["status"] == "ok"], audio[audio["status"] == "ok"]
     compute_s = float(ok_mels["synth_seconds"].sum() + ok_audio["vocode_seconds"].sum())
     audio_s = float(ok_audio["duration_s"].sum())
-    n_stop_fail = int(ok_mels["hit_max_length"].sum())
+    cut_short = ok_mels["cut_short"].fillna(False).astype(bool)
+    n_stop_fail = int((ok_mels["hit_max_length"].astype(bool) | cut_short).sum())
+    flags = ok_ev["duration_flag"].dropna()
     clean = lambda x: None if x is None or math.isnan(x) else x  # noqa: E731
     summary = {
         "n_requests": len(req), "n_ok": int(len(ok_ev)),
@@ -224,6 +268,11 @@ def compute_tts_summary(
         "dnsmos": {k: _stats(ok_ev[k]) for k in DNSMOS_KEYS},
         "n_stop_failures": n_stop_fail,
         "stop_failure_rate": n_stop_fail / len(ok_mels) if len(ok_mels) else None,
+        "n_cut_short": int(cut_short.sum()),
+        "n_duration_flags": {f: int((flags == f).sum()) for f in
+                             ("too_short", "too_long")},
+        "duration_flagged": sorted(ok_ev.loc[flags.index, "utt_id"]),
+        "seconds_per_phoneme": _stats(ok_ev["seconds_per_phoneme"]),
         "audio_seconds": audio_s,
         "duration_s": _stats(ok_audio["duration_s"]),
         "chars_per_s": _stats(ok_ev["chars_per_s"]),
@@ -237,7 +286,14 @@ def compute_tts_summary(
 
 _READ = {
     "tts_requests": ["utt_id", "status", "error"],
-    "mels": ["utt_id", "status", "error", "hit_max_length", "synth_seconds"],
+    "mels": [
+        "utt_id",
+        "status",
+        "error",
+        "hit_max_length",
+        "cut_short",
+        "synth_seconds",
+    ],
     "audio": ["utt_id", "status", "error", "duration_s", "vocode_seconds"],
     "tts_evaluation": None,
 }

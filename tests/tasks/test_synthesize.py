@@ -20,6 +20,7 @@ from tasks.synthesize import (
     compute_tts_requests,
     read_mel,
     read_texts,
+    sentence_chunks,
     split_sentences,
 )
 from tasks.tts_engines import EngineError, load_speecht5_voice, resolve_voice_dir
@@ -162,3 +163,53 @@ def test_speaker_embedding_checks(tmp_path, voice_dir):
     text.write_text(json.dumps([0.0] * 512))
     with pytest.raises(ValueError, match="cannot read"):
         read_speaker_embedding(text)
+
+
+def test_sentence_chunks_split_every_sentence():
+    text = "He left. She stayed, waiting. Did it end? Yes!"
+    assert sentence_chunks(text, 100) == [
+        "He left.",
+        "She stayed, waiting.",
+        "Did it end?",
+        "Yes!",
+    ]
+    assert sentence_chunks("One two three four.", 8) == ["One two", "three", "four."]
+
+
+def test_requests_are_normalised_for_english_engines(tmp_path):
+    """A v2 voice and an English teacher get the words to say; a mostly-markup text
+    fails with the reason; a non-English teacher gets the text as it was."""
+    voice = make_tiny_voice(tmp_path / "v2", front_end="phonemes")
+    tok = load_speecht5_voice(str(voice)).tokenizer
+    page = "<html><body>" + "<div><p>x</p></div>" * 4 + "</body></html>"
+    items = [
+        TextItem("money", "Dr. Smith paid $12.50 (50%).", None, "f:1"),
+        TextItem("markup", page, None, "f:2"),
+        TextItem("two", "He left. She stayed.", None, "f:3"),
+    ]
+    for tokenizer, english in ((tok, True), (None, True)):
+        rows = compute_tts_requests(items, ["k"] * 3, tokenizer, TextOptions(), 300,
+                                    english)  # fmt: skip
+        by = {r["utt_id"]: r for r in rows}
+        assert by["money"]["normalized_text"] == (
+            "Doctor Smith paid twelve dollars and fifty cents, fifty percent."
+        )
+        assert by["markup"]["status"] == "failed"
+        assert "text refused: the text is mostly markup" in by["markup"]["error"]
+    assert by["two"]["n_chunks"] == 1  # a teacher splits sentences itself
+    rows = compute_tts_requests(items[:1], ["k"], None, TextOptions(), 300, False)
+    assert rows[0]["normalized_text"] == "Dr. Smith paid $12.50 (50%)."
+
+
+def test_mels_flag_an_utterance_cut_short(tmp_path):
+    """A voice that stops at once on a sentence with many phonemes is retried, then
+    flagged cut_short: a stop failure, never a fine item."""
+    voice_dir = make_tiny_voice(tmp_path / "eager", stop_bias=20.0,
+                                front_end="phonemes")  # fmt: skip
+    voice = load_speecht5_voice(str(voice_dir))
+    rows = [{"utt_id": "u", "normalized_text": "Doctor Smith met Mister Jones. Hi."}]
+    out = compute_mels_speecht5(voice, rows, SynthesisOptions(voice=str(voice_dir)),
+                                limit=300)[0]  # fmt: skip
+    assert out["status"] == "ok" and out["stopped"] and not out["hit_max_length"]
+    assert out["cut_short"]
+    assert out["n_frames"] == 2 * 2  # two sentence chunks, one step of r=2 frames
