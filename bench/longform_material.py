@@ -3,11 +3,12 @@
 The dev set (14 clips, 1-27 s) says little about long-form decoding, so this script
 derives recordings that stress it, each with its reference transcript:
 
-``long303`` / ``long600``
+``long303`` / ``long600`` / ``longmix2..5``
     The clips shuffled and joined into one ~5 and one ~10 minute recording. ``long303``
     uses 0.4-1.5 s silences (the same recording ``bench_asr.py`` calls ``long``);
     ``long600`` uses 0.3-4 s gaps, some filled with low noise or with music-like tones
-    (chords of sine waves), and a few clips quieter by 15 dB.
+    (chords of sine waves), and a few clips quieter by 15 dB. ``longmix2`` to
+    ``longmix5`` are four more ~5 minute recordings made like ``long600``.
 ``noisy_*``
     Each clip with white or brown noise at 5 to 15 dB SNR.
 ``tel8k_*``
@@ -26,6 +27,10 @@ derives recordings that stress it, each with its reference transcript:
 ``tail_*``
     Two clips joined and cut 60 ms after the last word ends: the last words must
     survive.
+``narration_*`` (with ``--narrate TEXT_FILE``)
+    Three ~5 minute recordings of the text's lines read by the Piper teacher voice
+    (``teacher`` extra): clean, in brown noise at 10 dB SNR, and through the 8 kHz
+    telephone band. Synthetic speech, but varied text with exact references.
 
 Word boundaries for ``sparse``, ``cut`` and ``tail`` come from faster-whisper's word
 timestamps (``parity`` extra) on the source clip, computed once and cached in
@@ -34,7 +39,8 @@ the same material.
 
 Usage::
 
-    python bench/longform_material.py --source ../shared/data/dev --out bench/out/material
+    python bench/longform_material.py --source ../shared/data/dev \
+        --out bench/out/material --narrate samples/tts/sentences_300.txt
     python bench/longform_material.py --source samples/speech --out /tmp/material
 
 The output folder holds one FLAC per recording and a ``manifest.csv`` (``audio_path``,
@@ -78,12 +84,16 @@ def read_clips(source: Path) -> list[Clip]:
         rows = list(csv.DictReader(fh))
     clips = []
     for row in rows:
-        audio, rate = sf.read(source / row["audio_path"], dtype="float32", always_2d=True)
+        audio, rate = sf.read(
+            source / row["audio_path"], dtype="float32", always_2d=True
+        )
         audio = audio.mean(axis=1)
         if rate != SAMPLE_RATE:
             audio = soxr.resample(audio, rate, SAMPLE_RATE)
         name = Path(row["audio_path"]).stem
-        clips.append(Clip(name, np.ascontiguousarray(audio, np.float32), row["reference"]))
+        clips.append(
+            Clip(name, np.ascontiguousarray(audio, np.float32), row["reference"])
+        )
     return clips
 
 
@@ -150,15 +160,16 @@ def concatenation(
     return _fit(np.concatenate(parts)), " ".join(words)
 
 
-def word_times(clips: list[Clip], cache: Path) -> dict[str, list[tuple[str, float, float]]]:
+def word_times(
+    clips: list[Clip], cache: Path
+) -> dict[str, list[tuple[str, float, float]]]:
     """(word, start_s, end_s) of each clip from faster-whisper, cached in a file."""
     if cache.exists():
         found = json.loads(cache.read_text())
         if all(c.name in found for c in clips):
             return {k: [tuple(w) for w in v] for k, v in found.items()}
-    from faster_whisper import WhisperModel
-
     import bench_asr
+    from faster_whisper import WhisperModel
 
     model = WhisperModel(bench_asr.ct2_model_dir(), device="cpu", compute_type="int8")
     out = {}
@@ -183,9 +194,9 @@ def _norm(word: str) -> str:
 def matched_words(
     timed: list[tuple[str, float, float]], reference: str
 ) -> list[tuple[int, str, float, float]]:
-    """(index, word, start_s, end_s): the reference's own words with the times of the recogniser's words that
-    match them exactly (after lower-casing and dropping punctuation): recogniser
-    errors never leak into a derived reference."""
+    """(index, word, start_s, end_s): the reference's own words, with the times of
+    the recogniser's words that match them exactly (after lower-casing and dropping
+    punctuation): recogniser errors never leak into a derived reference."""
     ref_words = reference.split()
     matcher = difflib.SequenceMatcher(
         a=[_norm(w) for w, _, _ in timed], b=[_norm(w) for w in ref_words],
@@ -211,12 +222,7 @@ def derived(
         noise = _noise(rng, len(x), colour)
         noise *= _rms(x) / _rms(noise) * 10 ** (-snr_db / 20)
         out.append(Recording(f"noisy_{name}", "noisy", _fit(x + noise), ref))
-        band = soxr.resample(x, SAMPLE_RATE, 8000)
-        spec = np.fft.rfft(band)
-        freqs = np.fft.rfftfreq(len(band), 1 / 8000)
-        spec[(freqs < 300) | (freqs > 3400)] = 0
-        band = np.fft.irfft(spec, len(band)).astype(np.float32)
-        out.append(Recording(f"tel8k_{name}", "tel8k", _fit(soxr.resample(band, 8000, SAMPLE_RATE)), ref))
+        out.append(Recording(f"tel8k_{name}", "tel8k", _fit(_telephone(x)), ref))
         # play at rate r by resampling: r > 1 is faster and higher
         for kind, rate in (("fast", 1.25), ("slow", 0.85)):
             y = soxr.resample(x, SAMPLE_RATE, SAMPLE_RATE / rate)
@@ -230,9 +236,13 @@ def derived(
             for j in chosen:
                 _, _, a, b = w[j]
                 pieces.append(x[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)])
-                pieces.append(np.zeros(int(rng.uniform(2.0, 3.5) * SAMPLE_RATE), np.float32))
+                pieces.append(
+                    np.zeros(int(rng.uniform(2.0, 3.5) * SAMPLE_RATE), np.float32)
+                )
             text = " ".join(w[j][1] for j in chosen)
-            out.append(Recording(f"sparse_{name}", "sparse", np.concatenate(pieces), text))
+            out.append(
+                Recording(f"sparse_{name}", "sparse", np.concatenate(pieces), text)
+            )
         if len(w) >= 6:
             # cut inside the 2nd and the 2nd-to-last word; keep the reference words
             # from the first to the last one whose centre lies inside the cut
@@ -255,16 +265,71 @@ def derived(
     return out
 
 
-def build(source: Path, out: Path, seed: int = 0) -> list[Recording]:
+def narrations(text_file: Path, rng: np.random.Generator) -> list[Recording]:
+    """Three ~5 minute narrations of ``text_file``'s lines by the Piper teacher
+    voice (extra ``teacher``): clean with 0.3-2 s pauses, with brown noise at
+    10 dB SNR, and through the 8 kHz telephone band. Varied text, exact
+    references."""
+    from tasks.tts_engines import PiperEngine
+
+    lines = [ln.strip() for ln in text_file.read_text().splitlines() if ln.strip()]
+    order = rng.permutation(len(lines))
+    engine = PiperEngine()
+    out = []
+    for n, kind in enumerate(("clean", "noisy", "tel8k")):
+        parts, words, total = [], [], 0.0
+        for i in order[n * 40 :]:
+            speech = soxr.resample(
+                engine.synthesize(lines[i]), engine.sample_rate, SAMPLE_RATE
+            ).astype(np.float32)
+            gap = np.zeros(int(rng.uniform(0.3, 2.0) * SAMPLE_RATE), np.float32)
+            parts += [speech * 0.5, gap]
+            words.append(lines[i])
+            total += (len(speech) + len(gap)) / SAMPLE_RATE
+            if total >= 300.0:
+                break
+        x = np.concatenate(parts)
+        if kind == "noisy":
+            noise = _noise(rng, len(x), "brown")
+            x = x + noise * _rms(x) / _rms(noise) * 10 ** (-10 / 20)
+        elif kind == "tel8k":
+            x = _telephone(x)
+        out.append(
+            Recording(f"narration_{kind}", "narration", _fit(x), " ".join(words))
+        )
+    return out
+
+
+def _telephone(x: np.ndarray) -> np.ndarray:
+    """Through an 8 kHz channel band-limited to 300-3400 Hz, back at 16 kHz."""
+    band = soxr.resample(x, SAMPLE_RATE, 8000)
+    spec = np.fft.rfft(band)
+    freqs = np.fft.rfftfreq(len(band), 1 / 8000)
+    spec[(freqs < 300) | (freqs > 3400)] = 0
+    band = np.fft.irfft(spec, len(band)).astype(np.float32)
+    return soxr.resample(band, 8000, SAMPLE_RATE).astype(np.float32)
+
+
+def build(
+    source: Path, out: Path, seed: int = 0, text_file: Path | None = None
+) -> list[Recording]:
     clips = read_clips(source)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     recordings = []
     audio, ref = concatenation(clips, 300.0, np.random.default_rng(0), varied=False)
     recordings.append(Recording("long303", "long", audio, ref))
-    audio, ref = concatenation(clips, 600.0, np.random.default_rng(seed + 1), varied=True)
+    audio, ref = concatenation(
+        clips, 600.0, np.random.default_rng(seed + 1), varied=True
+    )
     recordings.append(Recording("long600", "long", audio, ref))
+    for k in range(2, 6):  # more varied long recordings, for steadier numbers
+        rng_k = np.random.default_rng(seed + k)
+        audio, ref = concatenation(clips, 300.0, rng_k, varied=True)
+        recordings.append(Recording(f"longmix{k}", "longmix", audio, ref))
     recordings += derived(clips, word_times(clips, out / "words.json"), rng)
+    if text_file is not None:
+        recordings += narrations(text_file, np.random.default_rng(seed + 10))
     with open(out / "manifest.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["audio_path", "reference", "kind"])
@@ -276,11 +341,16 @@ def build(source: Path, out: Path, seed: int = 0) -> list[Recording]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, required=True, help="folder with manifest.csv")
+    parser.add_argument(
+        "--source", type=Path, required=True, help="folder with manifest.csv"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--narrate", type=Path, help="also three Piper narrations of this text file"
+    )
     args = parser.parse_args()
-    recordings = build(args.source, args.out, args.seed)
+    recordings = build(args.source, args.out, args.seed, args.narrate)
     kinds: dict[str, float] = {}
     for rec in recordings:
         kinds[rec.kind] = kinds.get(rec.kind, 0.0) + len(rec.audio) / SAMPLE_RATE

@@ -14,7 +14,8 @@ openai-whisper's seek loop).
 3. **Seek inside a window**: when a window's decoding stops before its speech ends
    (an early end-of-text, or a last timestamp well before the end), the rest of the
    window from its last complete segment is queued as a new window and decoded with
-   later batches, up to ``MAX_ATTEMPTS`` times. The end of a recording is never
+   later batches, up to ``MAX_ATTEMPTS`` times; so is speech its timestamps jump
+   over (between segments or before the first). The end of a recording is never
    dropped silently: speech still left is a segment flagged ``undecoded``.
 4. **Silence**: a window is skipped only by openai-whisper's rule (no-speech
    probability high *and* text improbable); when the VAD heard speech there, the
@@ -41,6 +42,7 @@ import torch
 
 from s2s_models.audio import (
     HOP_LENGTH,
+    N_FFT,
     N_FRAMES,
     N_SAMPLES,
     SAMPLE_RATE,
@@ -89,6 +91,9 @@ def window_mels(
             torch.from_numpy(batch), model.dims.n_mels, device=model.device
         )
         return pad_or_trim(mel, N_FRAMES)
+    # the centred STFT reflects at the edges: a piece shorter than one FFT frame
+    # (a one-sample file) is padded with silence to one frame first
+    pieces = [np.pad(p, (0, max(0, N_FFT - len(p)))) for p in pieces]
     mels = [
         pad_or_trim(
             log_mel_spectrogram(
@@ -165,7 +170,7 @@ class _Decoded:
 
     segments: list[Segment]
     tokens: list[int]  # text tokens of the kept segments (for prompts and words)
-    rest: Window | None  # the part to decode again, if any
+    again: list[Window]  # parts left undecoded, to decode again
 
 
 def transcribe_vad_batched(
@@ -302,10 +307,12 @@ class _WindowDecoder:
                 s.flag == NO_SPEECH for s in decoded.segments
             ):
                 rec.results.append(result)
-            rec.context = (rec.context + decoded.tokens)[-MAX_PROMPT:]
-            if decoded.rest is not None:
-                self.queue.append(decoded.rest)
-            else:
+            if result.temperature <= 0.5:  # a hot window's text is a poor prompt
+                # text only: with its window's timestamp tokens in the prompt,
+                # tiny.en stops early in most windows (measured, bench/RESULTS.md)
+                rec.context = (rec.context + decoded.tokens)[-MAX_PROMPT:]
+            self.queue.extend(decoded.again)
+            if not decoded.again:
                 self.done_s += window.duration_s
                 if rec.windows:  # conditioning: the recording's next window
                     self.queue.append(rec.windows.popleft())
@@ -337,34 +344,54 @@ class _WindowDecoder:
             return (
                 not silent and self._speech_s(window) >= self.options.remainder_speech_s
             )
-        return n_words / max(window.duration_s, 1.0) > self.options.max_words_per_s
+        speech_s = max(self._speech_s(window), 1.0)
+        return n_words / speech_s > self.options.max_words_per_s
 
     def _judge(self, window: Window, result: DecodingResult) -> _Decoded:
-        """Segments a decoded window adds, and the rest of it to decode again."""
+        """Segments a decoded window adds, and the parts of it to decode again:
+        speech after its last complete segment, and speech its timestamps jump
+        over (a gap between segments, or before the first one)."""
         options = self.options
         span = (window.start_s, window.end_s)
         if is_silence(result, options):
             if self._speech_s(window) >= options.remainder_speech_s:
-                return _Decoded([_segment(*span, "", result, NO_SPEECH)], [], None)
-            return _Decoded([], [], None)
+                return _Decoded([_segment(*span, "", result, NO_SPEECH)], [], [])
+            return _Decoded([], [], [])
         flag = IMPLAUSIBLE_RATE if self._implausible(window, result) else None
         pieces = list(result.segments)
         if not pieces:  # decoded without timestamps: the window is one segment
             tokens = [t for t in result.tokens if t < self.tokenizer.eot]
-            return _Decoded([_segment(*span, result.text, result, flag)], tokens, None)
+            return _Decoded([_segment(*span, result.text, result, flag)], tokens, [])
         closed = [p for p in pieces if p.end is not None]
-        covered = max((p.end for p in closed), default=0.0)
-        rest = window.after(covered) if covered >= MIN_ADVANCE_S else None
-        if rest is None or self._speech_s(rest) < options.remainder_speech_s:
+        if not closed:  # nothing to seek from: keep what was decoded
             segments = self._segments(window, pieces, result, flag)
-            return _Decoded(segments, _tokens(pieces), None)
-        # decoding stopped before the speech ended: the open end (if any) is
-        # decoded again with the rest of the window
-        segments = self._segments(window, closed, result, flag)
-        if window.attempt + 1 >= MAX_ATTEMPTS:
-            undecoded = _segment(rest.start_s, rest.end_s, "", result, UNDECODED)
-            return _Decoded(segments + [undecoded], _tokens(closed), None)
-        return _Decoded(segments, _tokens(closed), rest)
+            return _Decoded(segments, _tokens(pieces), [])
+        gaps = self._uncovered(window, closed)
+        covered = max(p.end for p in closed)
+        rest = window.after(covered) if covered >= MIN_ADVANCE_S else None
+        if rest is not None and self._speech_s(rest) >= options.remainder_speech_s:
+            # decoding stopped before the speech ended: the open end (if any) is
+            # decoded again with the rest of the window
+            pieces = closed
+            gaps.append(rest)
+        segments = self._segments(window, pieces, result, flag)
+        if gaps and window.attempt + 1 >= MAX_ATTEMPTS:
+            for gap in gaps:
+                segments.append(_segment(gap.start_s, gap.end_s, "", result, UNDECODED))
+            gaps = []
+        return _Decoded(segments, _tokens(pieces), gaps)
+
+    def _uncovered(self, window: Window, closed: list) -> list[Window]:
+        """Stretches between complete segments (and before the first) that hold
+        at least ``remainder_speech_s`` of VAD speech."""
+        gaps, edge = [], 0.0
+        for piece in sorted(closed, key=lambda p: p.start):
+            if piece.start - edge >= MIN_ADVANCE_S:
+                gap = window.between(edge, piece.start)
+                if gap and self._speech_s(gap) >= self.options.remainder_speech_s:
+                    gaps.append(gap)
+            edge = max(edge, piece.end)
+        return gaps
 
     def _segments(self, window, pieces, result, flag) -> list[Segment]:
         out = []

@@ -22,6 +22,7 @@ from s2s_models.audio import (
     log_mel_spectrogram,
     pad_or_trim,
 )
+from s2s_models.whisper import vad
 from s2s_models.whisper.alignment import align_words, words_in_recording
 from s2s_models.whisper.decoding import DecodingResult, decode_with_fallback
 from s2s_models.whisper.model import Whisper
@@ -35,6 +36,7 @@ from s2s_models.whisper.transcription import (
     clean_segments,
     is_silence,
 )
+from s2s_models.whisper.windows import plan_windows
 
 FRAMES_PER_TIMESTAMP = round(TIME_PRECISION * SAMPLE_RATE / HOP_LENGTH)  # 2
 assert FRAMES_PER_TIMESTAMP * HOP_LENGTH == TIME_PRECISION * SAMPLE_RATE
@@ -100,10 +102,14 @@ def transcribe_sequential(
 ) -> Transcription:
     """Transcribe one recording with openai-whisper's seek-by-timestamp loop.
 
-    Every window is decoded; only Whisper's own rule (no-speech probability high
-    and text improbable) skips one as silence.
+    A recording is skipped only when VAD mode would plan no window for it (longer
+    than 30 s without even weak speech); otherwise every window is decoded, and only
+    Whisper's own rule (no-speech probability high and text improbable) skips one as
+    silence.
     """
     duration_s = len(audio) / SAMPLE_RATE
+    if not plan_windows(vad.speech_probabilities(audio), duration_s, options):
+        return assemble([], [], duration_s, options.language or "en")
     # one mel over the whole file + 30 s of zeros; windows are slices of it
     mel = log_mel_spectrogram(
         audio, model.dims.n_mels, padding=N_SAMPLES, device=model.device

@@ -57,10 +57,10 @@ class TranscribeOptions:
     initial_prompt: str | None = None  # context text (e.g. spellings of names)
     # for the first window of each file (every window when not conditioning)
     word_timestamps: bool = False  # word start/end/probability by cross-attention DTW
-    vad_threshold: float = 0.5  # speech probability that starts speech
+    vad_threshold: float = 0.35  # speech probability that starts speech
     vad_min_silence_s: float = 0.5  # pause that ends a speech region
-    vad_speech_pad_s: float = 0.2  # context kept around each region
-    weak_speech_threshold: float = 0.15  # a pause with frames this likely to be
+    vad_speech_pad_s: float = 0.4  # context kept around each region
+    weak_speech_threshold: float = 0.1  # a pause with frames this likely to be
     # speech (whisper, distant talk) is decoded, not cut out
     min_silence_cut_s: float = 1.0  # vad mode: a pause of confident silence at
     # least this long is cut out of the audio a window holds

@@ -68,14 +68,24 @@ class Window:
             offset += b - a
         return self.end_s
 
-    def after(self, t: float) -> Window | None:
-        """The window's audio from window time ``t`` on (None when nothing is
-        left), as the next attempt."""
-        start = self.to_recording(t)
-        pieces = tuple((max(a, start), b) for a, b in self.pieces if b > start + 1e-6)
+    def between(self, t0: float, t1: float | None = None) -> Window | None:
+        """The window's audio from window time ``t0`` to ``t1`` (its end when None),
+        as the next attempt; None when that is empty."""
+        start = self.to_recording(t0)
+        end = self.end_s if t1 is None else self.to_recording(t1)
+        pieces = tuple(
+            (max(a, start), min(b, end))
+            for a, b in self.pieces
+            if b > start + 1e-6 and a < end - 1e-6
+        )
         if not pieces:
             return None
         return Window(self.item, pieces, self.index, self.attempt + 1)
+
+    def after(self, t: float) -> Window | None:
+        """The window's audio from window time ``t`` on (None when nothing is
+        left), as the next attempt."""
+        return self.between(t)
 
     def samples(self, audio) -> np.ndarray:
         """The window's audio, its pieces joined: (n_samples,) float32."""
@@ -140,6 +150,6 @@ def plan_windows(
         if filled + (b - a) > options.max_chunk_s + 1e-6:
             windows.append([])
             filled = 0.0
-        windows[-1].append((round(a, 3), round(b, 3)))
+        windows[-1].append((a, b))
         filled += b - a
     return [tuple(w) for w in windows]

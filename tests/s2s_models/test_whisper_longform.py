@@ -129,8 +129,13 @@ def test_batching_across_files_matches_one_at_a_time(asr, speech_60s):
     ]
     batched = asr.transcribe(clips, TranscribeOptions(batch_size=8))
     alone = [asr.transcribe([c], TranscribeOptions(batch_size=1))[0] for c in clips]
+    # each window is decoded on its own (float32): batch mates change nothing
     for b, a in zip(batched, alone, strict=True):
-        assert _wer(a.text, b.text) <= 0.05
+        assert b.text == a.text
+        spans = [(s.start_s, s.end_s, s.text) for s in b.segments]
+        assert spans == [(s.start_s, s.end_s, s.text) for s in a.segments]
+        # scores agree to float rounding (matrix products batched differently)
+        assert b.avg_logprob == pytest.approx(a.avg_logprob, abs=1e-5)
     for clip, item in zip(batched, meta["items"][:3], strict=True):
         assert _wer(item["reference"], clip.text) < 0.15
 
@@ -189,23 +194,16 @@ def test_auto_batch_size_from_free_memory():
 # ---------------------------------------------------------------------------
 # No silent loss: windows that stop early, the end of a recording
 # ---------------------------------------------------------------------------
-def _first_segment_only(result):
+def _first_segment_only(result, timestamp_begin: int):
     """The result as if Whisper had emitted end-of-text right after its first
     complete segment."""
     first = result.segments[0]
     tokens = list(result.tokens)
-    stop = first.end / 0.02  # the closing timestamp token's offset
-    end = next(
-        i
-        for i, t in enumerate(tokens)
-        if t >= TB_REAL and i > 0 and t - TB_REAL == stop
-    )
+    closing = timestamp_begin + round(first.end / 0.02)
+    end = next(i for i, t in enumerate(tokens) if i > 0 and t == closing)
     return dataclasses.replace(
         result, tokens=tuple(tokens[: end + 1]), text=first.text, segments=(first,)
     )
-
-
-TB_REAL = 50364  # <|0.00|> of tiny.en
 
 
 @pytest.mark.slow
@@ -214,7 +212,6 @@ def test_a_window_that_stops_early_is_decoded_to_its_end(asr, speech_60s, monkey
     end-of-text); the rest of each window is decoded again, batched, and the
     transcript still holds every clip's words."""
     audio, meta = speech_60s
-    assert asr.tokenizer.timestamp_begin == TB_REAL
     real = longform.decode_with_fallback
     calls = []
 
@@ -222,7 +219,8 @@ def test_a_window_that_stops_early_is_decoded_to_its_end(asr, speech_60s, monkey
         results = real(*args, **kwargs)
         calls.append(len(results))
         if len(calls) == 1:  # the planned windows
-            results = [_first_segment_only(r) for r in results]
+            tb = asr.tokenizer.timestamp_begin
+            results = [_first_segment_only(r, tb) for r in results]
         return results
 
     monkeypatch.setattr(longform, "decode_with_fallback", stops_early)
