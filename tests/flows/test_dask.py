@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.stage import read_stage
 from tests.conftest import REPO, SAMPLES
 
@@ -30,7 +31,7 @@ def _run(corpus, run_dir, tmp_path, *extra) -> None:
 
 
 def _rows(run_dir) -> pd.DataFrame:
-    table = read_stage(run_dir, "transcripts", COLUMNS).to_pandas()
+    table = read_stage(run_dir, TRANSCRIPTS, COLUMNS).to_pandas()
     return table.sort_values("utt_id").reset_index(drop=True)
 
 

@@ -18,9 +18,11 @@ import time
 import psutil
 import pytest
 
-from tasks.ingest import UNGUARDED_READS_ENV
-from tasks.shutdown import TERMINATION_BOUND_S
-from tasks.stage import read_stage
+from tasks.asr.features import FEATURES
+from tasks.asr.ingest import INGEST, UNGUARDED_READS_ENV
+from tasks.asr.transcripts import TRANSCRIPTS
+from tasks.stage import StageSpec, read_stage
+from tasks.stage.shutdown import TERMINATION_BOUND_S
 from tests.conftest import REPO, SAMPLES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -44,10 +46,10 @@ def _shared_api_env() -> dict:
     return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
-def _rows(run, stage: str) -> dict[str, dict]:
+def _rows(run, stage: StageSpec) -> dict[str, dict]:
     table = read_stage(run, stage, ["utt_id", "status", "error"]).to_pylist()
     ids = [r["utt_id"] for r in table]
-    assert len(ids) == len(set(ids)), f"{stage} has an utterance twice: {ids}"
+    assert len(ids) == len(set(ids)), f"{stage.name} has an utterance twice: {ids}"
     return {r["utt_id"]: r for r in table}
 
 
@@ -78,12 +80,12 @@ def test_special_files_and_a_broken_manifest_line_beside_real_speech(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert (summary["n_ok"], summary["n_failed"]) == (2, 5)
-    ingest = _rows(run, "ingest")
+    ingest = _rows(run, INGEST)
     failed = {k: r["error"] for k, r in ingest.items() if r["status"] == "failed"}
     bad_line = f"{manifest}:2"
     assert failed.pop(bad_line).startswith(f"{manifest} line 2: invalid JSON")
     assert failed == SPECIAL_ERRORS
-    transcripts = read_stage(run, "transcripts", ["utt_id", "text"]).to_pylist()
+    transcripts = read_stage(run, TRANSCRIPTS, ["utt_id", "text"]).to_pylist()
     texts = {r["utt_id"]: r["text"] for r in transcripts}
     assert set(texts) == {"jfk", "LJ002-0020"}
     assert "ask not what your country can do for you" in texts["jfk"].lower()
@@ -154,11 +156,11 @@ def test_sigterm_while_a_reader_is_blocked_then_rerun(tmp_path):
                           cwd=REPO, env=_shared_api_env(), capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    ingest = _rows(run, "ingest")
+    ingest = _rows(run, INGEST)
     assert {k: r["status"] for k, r in ingest.items()} == {
         "jfk": "ok", "LJ002-0020": "ok", "fifo": "failed"}  # fmt: skip
     assert ingest["fifo"]["error"] == SPECIAL_ERRORS["fifo"]
-    assert set(_rows(run, "features")) == {"jfk", "LJ002-0020"}
+    assert set(_rows(run, FEATURES)) == {"jfk", "LJ002-0020"}
 
 
 SERVE = """
@@ -219,4 +221,4 @@ def test_cancelling_a_stuck_deployment_run(tmp_path):
         runner.wait(timeout=60)
     with open(run / ".lock") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert set(_rows(run, "ingest")) <= {"a", "b"}  # whole parts, each row once
+    assert set(_rows(run, INGEST)) <= {"a", "b"}  # whole parts, each row once

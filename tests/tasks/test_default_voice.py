@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from tasks.train_tts import evaluate_voice
-from tasks.tts_engines import DEFAULT_VOICE_DIR, load_speecht5_voice
+from tasks.tts.engines import DEFAULT_VOICE_DIR, load_speecht5_voice
+from tasks.tts.training.evaluation import evaluate_voice
 from tests.conftest import REPO
 
 HELDOUT = REPO / "samples" / "tts" / "corpus" / "heldout.txt"
@@ -26,7 +26,7 @@ def test_default_voice_files_and_size():
 
 def test_default_voice_is_checked_by_sha256(monkeypatch):
     import s2s_models.whisper.checkpoints as checkpoints
-    import tasks.tts_engines as engines
+    import tasks.tts.engines as engines
 
     monkeypatch.setattr(checkpoints, "_VERIFIED", set())
     wrong = {**engines.DEFAULT_VOICE_SHA256, "model.safetensors": "0" * 64}

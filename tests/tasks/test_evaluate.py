@@ -1,4 +1,4 @@
-"""Tests for tasks/evaluate.py on hand-made tables with hand-computed numbers."""
+"""Tests for tasks/asr/evaluation.py on hand-made tables with hand-computed numbers."""
 
 import math
 
@@ -6,14 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.evaluate import (
+from tasks.asr.evaluation import (
     FLAG_NAMES,
     PER_UTT_COLUMNS,
     EvaluationOptions,
     compute_comparison,
     compute_evaluation,
 )
-from tasks.evaluate_metrics import (
+from tasks.metrics import (
     align_words,
     duration_bucket,
     duration_bucket_labels,
@@ -321,7 +321,7 @@ def test_summary_of_parquet_round_trip_is_unchanged(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.evaluate import summarize_evaluation
+    from tasks.asr.evaluation import summarize_evaluation
 
     tr, md = make_inputs(
         [

@@ -9,18 +9,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.export import MANIFEST, export_run, run_files
-from tasks.schemas import INGEST
+from tasks.asr.ingest import INGEST
 from tasks.stage import write_part, write_stage_record
+from tasks.stage.export import MANIFEST, export_run, run_files
 
 
 def _run(tmp_path):
     run = tmp_path / "run"
     rows = [{"utt_id": u, "input_key": "k", "request_key": "r", "status": "ok"}
             for u in "abc"]  # fmt: skip
-    write_part(run, "ingest", 0, pa.Table.from_pylist(rows[:2], schema=INGEST))
-    write_part(run, "ingest", 1, pa.Table.from_pylist(rows[2:], schema=INGEST))
-    write_stage_record(run, "ingest", {"n_todo": 3})
+    write_part(run, INGEST, 0, pa.Table.from_pylist(rows[:2], schema=INGEST.schema))
+    write_part(run, INGEST, 1, pa.Table.from_pylist(rows[2:], schema=INGEST.schema))
+    write_stage_record(run, INGEST, {"n_todo": 3})
     (run / "report.html").write_text("<html></html>")
     (run / ".lock").write_text("pid 1")  # never exported
     (run / "ingest" / "_corrupt").mkdir()
@@ -49,7 +49,7 @@ def test_export_mirrors_then_copies_only_changes(tmp_path):
 
     # a resumed run rewrote one part and compaction removed another
     rows = [{"utt_id": "a", "input_key": "k2", "request_key": "r", "status": "ok"}]
-    write_part(run, "ingest", 0, pa.Table.from_pylist(rows, schema=INGEST))
+    write_part(run, INGEST, 0, pa.Table.from_pylist(rows, schema=INGEST.schema))
     (run / "ingest" / "part-00001.parquet").unlink()
     third = export_run(run, dest)
     assert (third["uploaded"], third["unchanged"], third["deleted"]) == (1, 2, 1)

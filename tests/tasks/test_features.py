@@ -9,9 +9,26 @@ import soundfile as sf
 import torch
 
 from s2s_models.audio import log_mel_spectrogram
-from tasks.features import FeatureOptions, compute_features, signal_stats
-from tasks.schemas import float16_matrix_column
+from tasks.asr.features import (
+    FEATURES,
+    LOG_MEL,
+    FeatureOptions,
+    compute_features,
+    signal_stats,
+)
+from tasks.codecs import MelBlob, encode_flac
 from tests.conftest import SAMPLES
+
+
+def _ingest_row(audio: np.ndarray) -> dict:
+    """An ingest row as the features stage reads it."""
+    return {
+        "utt_id": "u",
+        "input_key": "k",
+        "num_samples": audio.size,
+        "sampling_rate": 16000,
+        "audio": {"bytes": encode_flac(audio, 16000, "PCM_24")},
+    }
 
 
 def test_features_row_matches_model_log_mel():
@@ -19,22 +36,24 @@ def test_features_row_matches_model_log_mel():
     import soxr
 
     audio = soxr.resample(audio, rate, 16000).astype(np.float32)
-    (row,) = compute_features(["u"], ["k"], [audio], FeatureOptions())
-    mel = row["log_mel"]
+    (row,) = compute_features([_ingest_row(audio)], FeatureOptions())
+    table = pa.Table.from_pylist([row], FEATURES.schema)  # the stored layout
+    mel = LOG_MEL.read(table.to_pylist()[0])
     assert mel.dtype == np.float16 and mel.shape == (80, audio.size // 160)
     ref = log_mel_spectrogram(torch.from_numpy(audio), n_mels=80).numpy()
-    assert np.max(np.abs(mel.astype(np.float32) - ref)) < 2e-3  # float16 rounding
+    # float16 rounding, and the 24-bit FLAC of the stored audio
+    assert np.max(np.abs(mel.astype(np.float32) - ref)) < 2e-3
 
 
-def test_mel_column_roundtrip():
-    mels = [
-        np.arange(6, dtype=np.float16).reshape(2, 3),
-        None,
-        np.ones((2, 1), np.float16),
-    ]
-    col = float16_matrix_column(mels)
-    assert col.type == pa.list_(pa.list_(pa.float16()))
-    assert col.to_pylist() == [[[0, 1, 2], [3, 4, 5]], None, [[1], [1]]]
+def test_mel_blob_roundtrip():
+    blob = MelBlob("m", ("n_rows", "n_cols"))
+    mat = np.arange(6, dtype=np.float32).reshape(2, 3)
+    cells = blob.cells(mat)
+    assert cells["n_rows"] == 2 and cells["n_cols"] == 3
+    assert len(cells["m"]) == 6 * 2  # float16: two bytes a value
+    back = blob.read(cells)
+    assert back.dtype == np.float16 and np.array_equal(back, mat)
+    assert blob.read({"m": None, "n_rows": None, "n_cols": None}) is None
 
 
 def test_signal_stats():
@@ -63,6 +82,12 @@ def test_signal_stats_block_by_block_equals_whole_signal():
 
 def test_one_sample_clip_gets_a_row():
     (row,) = compute_features(
-        ["u"], ["k"], [np.array([0.1], np.float32)], FeatureOptions()
+        [_ingest_row(np.array([0.1], np.float32))], FeatureOptions()
     )
     assert row["status"] == "ok" and row["n_frames"] >= 1
+
+
+def test_undecodable_audio_is_a_failed_row():
+    bad = {**_ingest_row(np.zeros(10, np.float32)), "audio": {"bytes": b"not flac"}}
+    (row,) = compute_features([bad], FeatureOptions())
+    assert row["status"] == "failed" and row["utt_id"] == "u" and row["error"]

@@ -11,21 +11,26 @@ import pytest
 import soundfile as sf
 
 from s2s_models.audio import FlacAudio
-from tasks.ingest import (
+from tasks.asr.ingest import (
+    INGEST,
     IngestOptions,
-    SourceItem,
+    IngestParams,
     compute_ingest,
-    decode_flac,
-    discover_inputs,
+    ingest_audio,
+    keyed_item,
+    plan_ingest,
     request_key,
 )
+from tasks.asr.sources import ReadLimits, SourceItem, discover_inputs
+from tasks.codecs import decode_flac
 from tests.conftest import BAD_AUDIO, SAMPLES
 from tests.fixtures.make_bad_audio import EXPECTED
 
 
-def _ingest(items: list[SourceItem]) -> list[dict]:
-    opts = IngestOptions()
-    return compute_ingest(items, [request_key(i, opts) for i in items], opts)
+def _ingest(items: list[SourceItem], limits: ReadLimits = ReadLimits()) -> list[dict]:
+    params = IngestParams(IngestOptions(), limits)
+    keyed = [keyed_item(i, request_key(i, params.options)) for i in items]
+    return compute_ingest(keyed, params)
 
 
 def test_sample_directory_reads_sidecar_manifest():
@@ -198,38 +203,34 @@ def test_transcoding_is_streamed_block_by_block(tmp_path):
     np.testing.assert_allclose(stored, expected, atol=2e-4)
 
 
-def test_downstream_reads_only_wanted_rows_one_row_group_at_a_time(
-    tmp_path, monkeypatch
-):
+def test_downstream_stages_get_short_audio_decoded_and_long_audio_lazy(tmp_path):
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    import tasks.stage
-    from tasks.ingest import iter_ingest_audio, plan_ingest
-    from tasks.schemas import INGEST
-    from tasks.stage import write_part
+    from tasks.stage import iter_rows, write_part
 
     items = discover_inputs([str(SAMPLES)])
-    table = pa.Table.from_pylist(_ingest(items), schema=INGEST)
-    monkeypatch.setattr(tasks.stage, "ROW_GROUP_BYTES", 1)  # one row per group
-    part = write_part(tmp_path, "ingest", 0, table)
-    assert pq.ParquetFile(part).num_row_groups == len(items)
-    got = list(iter_ingest_audio(str(part), ["LJ002-0020", "jfk"]))
-    assert sorted(u for u, _, _ in got) == ["LJ002-0020", "jfk"]
-    for utt_id, _, audio in got:
-        row = table.filter(pa.compute.equal(table["utt_id"], utt_id)).to_pylist()[0]
-        assert audio.size == row["num_samples"]
-        assert isinstance(audio, np.ndarray)  # short: decoded at once
+    table = pa.Table.from_pylist(_ingest(items), schema=INGEST.schema)
+    part = write_part(tmp_path, INGEST, 0, table)
+    columns = ["utt_id", "num_samples", "sampling_rate", "audio"]
+    (row,) = iter_rows(part, ["LJ002-0020"], columns)
+    audio = ingest_audio(row)
+    assert isinstance(audio, np.ndarray) and audio.size == row["num_samples"]
     # longer than stream_above_s: handed on undecoded, read slice by slice
-    ((_, _, lazy),) = iter_ingest_audio(str(part), ["LJ002-0020"], stream_above_s=1.0)
+    lazy = ingest_audio(row, stream_above_s=1.0)
     assert isinstance(lazy, FlacAudio)
-    np.testing.assert_array_equal(
-        np.asarray(lazy), dict((u, a) for u, _, a in got)["LJ002-0020"]
-    )
-    # ingest shards are capped by source bytes as well as by count
-    monkeypatch.setattr(tasks.ingest, "SHARD_MAX_SOURCE_BYTES", 1)
-    plan = plan_ingest(str(tmp_path / "run"), [str(SAMPLES)], IngestOptions(), 256)
-    assert [len(s) for s in plan.shards] == [1] * len(items)
+    np.testing.assert_array_equal(np.asarray(lazy), audio)
+
+
+def test_ingest_shards_are_capped_by_source_bytes(tmp_path, monkeypatch):
+    import tasks.asr.ingest
+
+    params = IngestParams()
+    plan = plan_ingest(str(tmp_path / "run"), [str(SAMPLES)], params, 256)
+    assert [len(s) for s in plan.shards] == [6] and plan.n_todo == 6
+    assert plan.shards[0][0]["request_key"] == plan.wanted[plan.shards[0][0]["utt_id"]]
+    monkeypatch.setattr(tasks.asr.ingest, "SHARD_MAX_SOURCE_BYTES", 1)
+    plan = plan_ingest(str(tmp_path / "run"), [str(SAMPLES)], params, 256)
+    assert [len(s) for s in plan.shards] == [1] * 6
 
 
 def test_special_files_beside_real_speech_are_failed_rows_unopened(tmp_path):
@@ -265,11 +266,8 @@ def test_special_files_beside_real_speech_are_failed_rows_unopened(tmp_path):
 
 
 def test_file_over_the_size_limit_is_not_read():
-    from tasks.sources import ReadLimits
-
     item = SourceItem("jfk", str(SAMPLES / "jfk.flac"))
-    opts, limits = IngestOptions(), ReadLimits(max_bytes=1 << 20)
-    (row,) = compute_ingest([item], [request_key(item, opts)], opts, limits)
+    (row,) = _ingest([item], ReadLimits(max_bytes=1 << 20))
     assert row["status"] == "failed" and "source_sha256" not in row
     assert row["source_size"] == (SAMPLES / "jfk.flac").stat().st_size
     assert row["error"].startswith("file is 1.1 MiB, over the 1.0 MiB limit")
@@ -297,8 +295,6 @@ def test_an_item_that_makes_no_progress_fails_alone(tmp_path):
     import fsspec
     from fsspec.implementations.local import LocalFileSystem
 
-    from tasks.sources import ReadLimits
-
     class HungFileSystem(LocalFileSystem):
         protocol = "hung"
 
@@ -314,10 +310,11 @@ def test_an_item_that_makes_no_progress_fails_alone(tmp_path):
         SourceItem("hung", "hung://corpus/a.wav"),
         SourceItem("jfk", str(SAMPLES / "jfk.flac")),
     ]
-    opts, limits = IngestOptions(), ReadLimits(stall_timeout_s=1.0)
+    params = IngestParams(limits=ReadLimits(stall_timeout_s=1.0))
+    keyed = [keyed_item(items[0], "k1"), keyed_item(items[1], "k2")]
     started = time.monotonic()
     try:
-        rows = compute_ingest(items, ["k1", "k2"], opts, limits)
+        rows = compute_ingest(keyed, params)
     finally:  # let the abandoned reader go
         os.close(os.open(tmp_path / "fifo", os.O_WRONLY | os.O_NONBLOCK))
     assert time.monotonic() - started < 20

@@ -15,13 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from tasks.evaluate import (
+from tasks.asr.evaluation import (
     PER_UTT_COLUMNS,
     EvaluationOptions,
     compute_comparison,
     compute_evaluation,
 )
-from tasks.report import (
+from tasks.asr.report import (
     render_markdown_summary,
     render_report,
     shown_utt_ids,

@@ -13,21 +13,15 @@ import time
 import psutil
 import pytest
 
-import tasks.shutdown
-from tasks.shutdown import (
-    CHILD_STOP_S,
-    REPORT_S,
-    Stalled,
-    StopRequested,
-    request_stop,
-    run_watched,
-)
+import tasks.stage.shutdown
+from tasks.stage.shutdown import CHILD_STOP_S, REPORT_S, StopRequested, request_stop
+from tasks.stage.watchdog import Stalled, run_watched
 from tests.conftest import REPO
 
 
 @pytest.fixture
 def fresh_stop_flag(monkeypatch):
-    monkeypatch.setattr(tasks.shutdown, "_stop", threading.Event())
+    monkeypatch.setattr(tasks.stage.shutdown, "_stop", threading.Event())
 
 
 @pytest.fixture
@@ -84,7 +78,7 @@ def test_blocked_work_is_abandoned_when_the_run_stops(fresh_stop_flag, fifo):
 BLOCKED = """
 import subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
-from tasks.shutdown import stop_on_signals
+from tasks.stage.shutdown import stop_on_signals
 
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
 with ThreadPoolExecutor(1) as pool, stop_on_signals(grace_s=float(sys.argv[2])):

@@ -9,8 +9,12 @@ import socket
 
 import pytest
 
-from tasks.ingest import discover_inputs
-from tasks.sources import DEFAULT_MAX_BYTES, check_source, read_manifest
+from tasks.asr.sources import (
+    DEFAULT_MAX_BYTES,
+    check_source,
+    discover_inputs,
+    read_manifest,
+)
 from tests.conftest import SAMPLES
 
 

@@ -11,18 +11,22 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from tasks.schemas import float16_matrix_column
-from tasks.synthesize import (
+from tasks.tts.engines import (
+    EngineError,
     SynthesisOptions,
+    load_speecht5_voice,
+    resolve_voice_dir,
+)
+from tasks.tts.mels import MELS, TTS_MEL, compute_mels_speecht5
+from tasks.tts.requests import (
     TextItem,
     TextOptions,
-    compute_mels_speecht5,
+    TtsRequestsParams,
     compute_tts_requests,
-    read_mel,
+    keyed_item,
     read_texts,
     split_sentences,
 )
-from tasks.tts_engines import EngineError, load_speecht5_voice, resolve_voice_dir
 from tests.fixtures.tts.tiny_voice import make_tiny_voice
 
 
@@ -83,7 +87,6 @@ def test_split_sentences_prefers_sentence_then_comma_then_space():
 
 
 def test_requests_rows_for_bad_input(voice_dir):
-    tok = load_speecht5_voice(voice_dir).tokenizer
     items = [
         TextItem("ok", "Hello \u201cworld\u201d \u2014 fine.", None, "f:1"),
         TextItem("empty", "   ", None, "f:2"),
@@ -93,7 +96,10 @@ def test_requests_rows_for_bad_input(voice_dir):
         TextItem("bad", None, None, "f:6", "line 6 is not valid UTF-8"),
         TextItem("long", "A sentence here. " * 20, None, "f:7"),
     ]
-    rows = compute_tts_requests(items, ["k"] * len(items), tok, TextOptions(), 60)
+    params = TtsRequestsParams(
+        TextOptions(), SynthesisOptions(voice=voice_dir), "e", 60
+    )
+    rows = compute_tts_requests([keyed_item(i, "k") for i in items], params)
     by = {r["utt_id"]: r for r in rows}
     assert by["ok"]["status"] == "ok"
     assert by["ok"]["normalized_text"] == 'Hello "world" - fine.'
@@ -121,35 +127,34 @@ def test_mels_speecht5_batching_and_step_limits(voice_dir):
     for r in out:
         # the tiny voice never emits its stop token: every chunk is cut
         assert r["hit_max_length"] and not r["stopped"]
-        assert r["log_mel"].shape == (r["n_frames"], 80)
-        assert r["log_mel"].dtype == np.float16
+        mel = TTS_MEL.read(r)
+        assert mel.shape == (r["n_frames"], 80) and r["n_mels"] == 80
+        assert mel.dtype == np.float16
+    # same seed, same mel whatever the batch
     alone = compute_mels_speecht5(voice, rows[1:2], opts, limit=30)[0]
     np.testing.assert_allclose(
-        alone["log_mel"].astype(np.float32),
-        out[1]["log_mel"].astype(np.float32), atol=2e-3,
-    )  # fmt: skip  # same seed, same mel whatever the batch
-
-
-def test_mel_column_roundtrip():
-    mels = [np.arange(12, dtype=np.float32).reshape(3, 4), None, np.ones((2, 4))]
-    col = float16_matrix_column(mels)
-    assert col.type == pa.list_(pa.list_(pa.float16()))
-    assert col[1].is_valid is False
-    np.testing.assert_array_equal(read_mel(col, 0), mels[0])
-    np.testing.assert_array_equal(read_mel(col, 2), mels[2])
+        TTS_MEL.read(alone).astype(np.float32),
+        TTS_MEL.read(out[1]).astype(np.float32),
+        atol=2e-3,
+    )
+    # the stored layout (mels schema version 2) gives the same matrices back
+    table = pa.Table.from_pylist([{**r, "input_key": "k"} for r in out], MELS.schema)
+    assert table.schema.field("log_mel").type == pa.binary()
+    for stored, r in zip(table.to_pylist(), out, strict=True):
+        np.testing.assert_array_equal(TTS_MEL.read(stored), TTS_MEL.read(r))
 
 
 def test_missing_default_voice_has_a_clear_message(tmp_path, monkeypatch):
-    import tasks.tts_engines
+    import tasks.tts.engines
 
     assert (resolve_voice_dir("default") / "model.safetensors").is_file()  # shipped
-    monkeypatch.setattr(tasks.tts_engines, "DEFAULT_VOICE_DIR", tmp_path / "gone")
+    monkeypatch.setattr(tasks.tts.engines, "DEFAULT_VOICE_DIR", tmp_path / "gone")
     with pytest.raises(EngineError, match="no trained default SpeechT5 voice"):
         resolve_voice_dir("default")
 
 
 def test_speaker_embedding_checks(tmp_path, voice_dir):
-    from tasks.tts_engines import read_speaker_embedding
+    from tasks.tts.engines import read_speaker_embedding
 
     good = tmp_path / "good.npy"
     np.save(good, np.zeros(512, np.float32))

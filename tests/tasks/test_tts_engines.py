@@ -10,11 +10,15 @@ import shutil
 import numpy as np
 import pytest
 
-from tasks.synthesize import compute_mels_teacher
-from tasks.transcribe import get_asr
-from tasks.tts_engines import EngineError, EspeakEngine, load_teacher
-from tasks.tts_evaluate import TtsEvalOptions, compute_tts_evaluation
-from tasks.vocode import compute_audio, resolve_vocoder
+from tasks.asr.models import get_asr
+from tasks.tts.audio import AudioParams, compute_audio, resolve_vocoder
+from tasks.tts.engines import EngineError, EspeakEngine, load_teacher
+from tasks.tts.evaluation import (
+    TtsEvalOptions,
+    TtsEvaluationParams,
+    compute_tts_evaluation,
+)
+from tasks.tts.mels import TTS_MEL, compute_mels_teacher
 
 SENTENCES = [
     "The morning train left the station exactly on time.",
@@ -47,28 +51,20 @@ def _available_engine() -> str:
 
 
 def _round_trip(engine_name: str) -> tuple[list[dict], list[dict]]:
+    """Each stage's compute on the previous one's rows, as the runner chains them."""
     engine = load_teacher(engine_name)
     rows = [
-        {"utt_id": f"s{i}", "input_key": f"k{i}", "text": t, "normalized_text": t,
-         "speaker": None, "engine": engine_name}
+        {"utt_id": f"s{i}", "input_key": f"k{i}", "text": t, "normalized_text": t}
+        | {"speaker": None, "engine": engine_name}
         for i, t in enumerate(SENTENCES)
-    ]  # fmt: skip
+    ]
     mels = compute_mels_teacher(engine, [dict(r) for r in rows])
     assert [m["status"] for m in mels] == ["ok"] * len(rows), mels
     spec = resolve_vocoder("auto", engine_name, "default")
-    audio = compute_audio(
-        [{k: m[k] for k in (*rows[0], "engine_audio")} for m in mels],
-        [None] * len(mels), spec,
-    )  # fmt: skip
-    from tasks.ingest import decode_flac
-
-    waves = [decode_flac(a["audio"]["bytes"])[0] for a in audio]
-    ev_rows = [{"utt_id": a["utt_id"], "input_key": a["input_key"], "text": a["text"]}
-               for a in audio]  # fmt: skip
+    audio = compute_audio(mels, AudioParams(spec, "cpu"))
     asr = get_asr("tiny.en", "cpu")
-    return mels, compute_tts_evaluation(
-        asr, ev_rows, waves, TtsEvalOptions(dnsmos=False)
-    )
+    params = TtsEvaluationParams(TtsEvalOptions(dnsmos=False), "asr-fp")
+    return mels, compute_tts_evaluation(audio, params, asr)
 
 
 @pytest.mark.slow
@@ -76,7 +72,7 @@ def test_teacher_round_trip_wer_is_low():
     name = _available_engine()
     mels, ev = _round_trip(name)
     for m in mels:
-        assert m["log_mel"].shape == (m["n_frames"], 80)
+        assert TTS_MEL.read(m).shape == (m["n_frames"], 80)
         assert m["stopped"] and not m["hit_max_length"]
         # the mel is SpeechT5's: 256-sample hop at 16 kHz over the engine's audio
         assert 1.0 < m["n_frames"] * 256 / 16000 < 10.0

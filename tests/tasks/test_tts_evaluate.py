@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.ingest import decode_flac
-from tasks.transcribe import get_asr
-from tasks.tts_evaluate import (
+from tasks.asr.models import get_asr
+from tasks.codecs import decode_flac, encode_flac
+from tasks.tts.evaluation import (
     TtsEvalOptions,
+    TtsEvaluationParams,
     compute_tts_evaluation,
     compute_tts_summary,
     dnsmos_scores,
@@ -41,7 +42,10 @@ def test_round_trip_on_real_speech(jfk_audio):
         {"utt_id": "silent", "input_key": "k3", "text": "Nothing was said."},
     ]
     audios = [jfk_audio, jfk_audio, np.zeros(16000, np.float32)]
-    out = compute_tts_evaluation(asr, rows, audios, TtsEvalOptions(dnsmos=False))
+    for row, audio in zip(rows, audios, strict=True):
+        row["audio"] = {"bytes": encode_flac(audio, 16000), "path": None}
+    params = TtsEvaluationParams(TtsEvalOptions(dnsmos=False), "asr-fp")
+    out = compute_tts_evaluation(rows, params, asr)
     by = {r["utt_id"]: r for r in out}
     assert all(r["status"] == "ok" for r in out)
     assert by["jfk"]["wer"] < 0.25, by["jfk"]
@@ -73,28 +77,44 @@ def _frame(rows: list[dict]) -> pd.DataFrame:
 
 def _ev(utt_id, ok, word_errors, char_errors, mos) -> dict:
     sig, bak, ovrl, p808 = mos
-    return {"utt_id": utt_id, **ok, "word_errors": word_errors, "ref_words": 10,
-            "char_errors": char_errors, "ref_chars": 50, "chars_per_s": 12.5,
-            "words_per_min": 150.0, "dnsmos_sig": sig, "dnsmos_bak": bak,
-            "dnsmos_ovrl": ovrl, "dnsmos_p808": p808}  # fmt: skip
+    return {
+        "utt_id": utt_id,
+        **ok,
+        "word_errors": word_errors,
+        "ref_words": 10,
+        "char_errors": char_errors,
+        "ref_chars": 50,
+        "chars_per_s": 12.5,
+        "words_per_min": 150.0,
+        "dnsmos_sig": sig,
+        "dnsmos_bak": bak,
+        "dnsmos_ovrl": ovrl,
+        "dnsmos_p808": p808,
+    }
 
 
 def test_summary_counts_rates_and_rtfx():
     ok = {"status": "ok", "error": None}
     failed_req = {"utt_id": "d", "status": "failed", "error": "empty text"}
     mels = [("a", False, 1.0), ("b", True, 2.0), ("c", False, 1.0)]
+    audio = {"duration_s": 4.0, "vocode_seconds": 0.5}
     frames = {
         "tts_requests": _frame([{"utt_id": u, **ok} for u in "abc"] + [failed_req]),
-        "mels": _frame([{"utt_id": u, **ok, "hit_max_length": cut, "synth_seconds": t}
-                        for u, cut, t in mels]),
-        "audio": _frame([{"utt_id": u, **ok, "duration_s": 4.0, "vocode_seconds": 0.5}
-                         for u in "abc"]),
-        "tts_evaluation": _frame([
-            _ev("a", ok, 0, 0, (3.0, 4.0, 2.8, 3.5)),
-            _ev("b", ok, 5, 10, (2.0, 3.0, 1.8, 2.5)),
-            {"utt_id": "c", "status": "failed", "error": "ASR: boom"},
-        ]),
-    }  # fmt: skip
+        "mels": _frame(
+            [
+                {"utt_id": u, **ok, "hit_max_length": cut, "synth_seconds": t}
+                for u, cut, t in mels
+            ]
+        ),
+        "audio": _frame([{"utt_id": u, **ok, **audio} for u in "abc"]),
+        "tts_evaluation": _frame(
+            [
+                _ev("a", ok, 0, 0, (3.0, 4.0, 2.8, 3.5)),
+                _ev("b", ok, 5, 10, (2.0, 3.0, 1.8, 2.5)),
+                {"utt_id": "c", "status": "failed", "error": "ASR: boom"},
+            ]
+        ),
+    }
     s = compute_tts_summary(frames, TtsEvalOptions(n_bootstrap=200))
     assert s["n_requests"] == 4 and s["n_ok"] == 2 and s["n_scored"] == 2
     assert s["n_failed"] == {
@@ -109,6 +129,7 @@ def test_summary_counts_rates_and_rtfx():
     assert s["n_stop_failures"] == 1 and s["stop_failure_rate"] == pytest.approx(1 / 3)
     assert s["synthesis_rtfx"] == pytest.approx(12.0 / (4.0 + 1.5))
     assert {(f["stage"], f["utt_id"]) for f in s["failures"]} == {
-        ("tts_requests", "d"), ("tts_evaluation", "c"),
-    }  # fmt: skip
+        ("tts_requests", "d"),
+        ("tts_evaluation", "c"),
+    }
     assert not math.isnan(s["duration_s"]["p50"])

@@ -9,11 +9,18 @@ import pytest
 import soundfile as sf
 
 from s2s_models.vocoders import speecht5_log_mel
-from tasks.ingest import decode_flac, encode_flac
-from tasks.schemas import TTS_AUDIO
+from tasks.codecs import decode_flac, encode_flac
 from tasks.stage import list_parts, write_part
-from tasks.tts_engines import EngineError
-from tasks.vocode import compute_audio, export_ljspeech, resolve_vocoder, vocode
+from tasks.tts.audio import (
+    AUDIO,
+    AudioParams,
+    compute_audio,
+    export_ljspeech,
+    resolve_vocoder,
+    vocode,
+)
+from tasks.tts.engines import EngineError
+from tasks.tts.mels import TTS_MEL
 from tests.fixtures.tts.tiny_voice import make_tiny_voice
 
 SR = 16000
@@ -24,9 +31,20 @@ def _tone(seconds: float, hz: float = 220.0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
-def _row(utt_id: str, text: str = "Some text.") -> dict:
-    return {"utt_id": utt_id, "input_key": f"k-{utt_id}", "text": text,
-            "normalized_text": text, "speaker": None}  # fmt: skip
+def _row(utt_id: str, text: str = "Some text.", mel=None, audio=None) -> dict:
+    """A mels row as the audio stage reads it: a mel, or a teacher's audio."""
+    row = {"utt_id": utt_id, "input_key": f"k-{utt_id}", "text": text}
+    row.update(normalized_text=text, speaker=None, engine_audio=None)
+    row.update(
+        TTS_MEL.cells(mel) if mel is not None else dict.fromkeys(TTS_MEL.columns)
+    )
+    if audio is not None:
+        row["engine_audio"] = {"bytes": encode_flac(audio, SR), "path": None}
+    return row
+
+
+def _vocode(rows: list[dict], spec) -> list[dict]:
+    return compute_audio(rows, AudioParams(spec, "cpu"))
 
 
 def test_resolve_vocoder(tmp_path):
@@ -45,7 +63,7 @@ def test_griffinlim_and_engine_rows():
     audio = _tone(0.5)
     mel = speecht5_log_mel(audio).numpy()  # (n_frames, 80)
     spec = resolve_vocoder("griffinlim", "espeak", "default")
-    rows = compute_audio([_row("a"), _row("short")], [mel, mel[:2]], spec)
+    rows = _vocode([_row("a", mel=mel), _row("short", mel=mel[:2])], spec)
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[0]["sampling_rate"] == SR and rows[0]["vocoder"] == "griffinlim"
     assert rows[0]["duration_s"] == pytest.approx(mel.shape[0] * 256 / SR)
@@ -57,28 +75,30 @@ def test_griffinlim_and_engine_rows():
     assert abs(peak_hz - 220) < 10
 
     engine = resolve_vocoder("auto", "piper", "default")
-    row = {**_row("t"), "engine_audio": {"bytes": encode_flac(audio, SR), "path": "t"}}
-    missing = {**_row("m"), "engine_audio": None}
-    out = compute_audio([row, missing], [None, None], engine)
+    out = _vocode([_row("t", audio=audio), _row("m")], engine)
     assert out[0]["vocoder"] == "engine" and out[0]["duration_s"] == 0.5
     assert out[1]["status"] == "failed" and "no engine audio" in out[1]["error"]
     assert vocode(spec, mel).dtype == np.float32
+    # the stored mel is float16: the same vocoding as from the float16 matrix
+    (row,) = _vocode([_row("a", mel=mel)], spec)
+    f16 = vocode(spec, mel.astype(np.float16))
+    assert np.abs(decode_flac(row["audio"]["bytes"])[0] - f16).max() < 1e-4
 
 
 def _write_audio_stage(run_dir, rows):
-    table = pa.Table.from_pylist(rows, schema=TTS_AUDIO)
-    return write_part(run_dir, "audio", 0, table)
+    table = pa.Table.from_pylist(rows, schema=AUDIO.schema)
+    return write_part(run_dir, AUDIO, 0, table)
 
 
 def test_ljspeech_export_and_datasets_load(tmp_path):
     run = tmp_path / "run"
     spec = resolve_vocoder("auto", "piper", "default")
     sources = [
-        {**_row("utt/1", "Hello | there."), "engine_audio": {"bytes": encode_flac(_tone(0.3), SR), "path": None}},  # noqa: E501
-        {**_row("utt2", "Second\nline."), "engine_audio": {"bytes": encode_flac(_tone(0.2, 440), SR), "path": None}},  # noqa: E501
-        {**_row("bad"), "engine_audio": None},
-    ]  # fmt: skip
-    _write_audio_stage(run, compute_audio(sources, [None] * 3, spec))
+        _row("utt/1", "Hello | there.", audio=_tone(0.3)),
+        _row("utt2", "Second\nline.", audio=_tone(0.2, 440)),
+        _row("bad"),
+    ]
+    _write_audio_stage(run, _vocode(sources, spec))
 
     out = export_ljspeech(str(run), str(tmp_path / "lj"))
     assert out["n_items"] == 2
@@ -98,10 +118,8 @@ def test_audio_stage_loads_with_datasets(tmp_path):
     datasets = pytest.importorskip("datasets")
     run = tmp_path / "run"
     spec = resolve_vocoder("auto", "piper", "default")
-    flac = encode_flac(_tone(0.3), SR)
-    src = [{**_row("a"), "engine_audio": {"bytes": flac, "path": None}}]
-    _write_audio_stage(run, compute_audio(src, [None], spec))
-    parts = [str(p) for p in list_parts(run, "audio")]
+    _write_audio_stage(run, _vocode([_row("a", audio=_tone(0.3))], spec))
+    parts = [str(p) for p in list_parts(run, AUDIO)]
     ds = datasets.load_dataset("parquet", data_files=parts, split="train")
     assert ds.num_rows == 1 and ds[0]["text"] == "Some text."
     ds = ds.cast_column("audio", datasets.Audio(sampling_rate=SR))
@@ -124,10 +142,15 @@ def _tiny_hifigan(tmp_path) -> str:
 
     from s2s_models.vocoders import HiFiGanDims, HiFiGanGenerator
 
-    config = {"upsample_initial_channel": 32, "upsample_rates": [8, 8, 4],
-              "upsample_kernel_sizes": [16, 16, 8], "resblock_kernel_sizes": [3],
-              "resblock_dilation_sizes": [[1, 3]], "resblock": "2",
-              "sampling_rate": SR}  # fmt: skip
+    config = {
+        "upsample_initial_channel": 32,
+        "upsample_rates": [8, 8, 4],
+        "upsample_kernel_sizes": [16, 16, 8],
+        "resblock_kernel_sizes": [3],
+        "resblock_dilation_sizes": [[1, 3]],
+        "resblock": "2",
+        "sampling_rate": SR,
+    }
     torch.manual_seed(0)
     model = HiFiGanGenerator(HiFiGanDims.from_jik876_config(config))
     with torch.no_grad():
@@ -142,14 +165,16 @@ def _tiny_hifigan(tmp_path) -> str:
 def test_hifigan_batches_equal_one_by_one_but_the_tail(tmp_path, monkeypatch):
     """Padded, length-sorted HiFi-GAN batches give each mel its own length and the
     audio it gets alone, except the last samples that see the padding."""
-    import tasks.vocode as vocode_module
+    import tasks.tts.audio as vocode_module
 
     spec = resolve_vocoder(_tiny_hifigan(tmp_path), "speecht5", "default")
     assert spec.kind == "hifigan"
     rng = np.random.default_rng(0)
-    mels = [rng.normal(-5.0, 1.0, (n, 80)).astype(np.float32) for n in (40, 7, 25)]
+    # float16 values: what the mels stage stores
+    mels = [rng.normal(-5.0, 1.0, (n, 80)).astype(np.float16) for n in (40, 7, 25)]
     alone = [vocode(spec, m) for m in mels]
-    rows = compute_audio([_row(u) for u in "abc"] + [_row("none")], mels + [None], spec)
+    mel_rows = [_row(u, mel=m) for u, m in zip("abc", mels, strict=True)]
+    rows = _vocode([*mel_rows, _row("none")], spec)
     assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed"]
     tail = 256 * 4  # the receptive field reaches about this far into the padding
     for row, one in zip(rows, alone, strict=False):
