@@ -115,8 +115,14 @@ def main() -> None:
 
     def record(source: str, vocoder: str, audios: list[np.ndarray], t0: float):
         wer = corpus_wer(asr, texts, audios)
-        results.append({"source": source, "vocoder": vocoder, "wer": round(wer, 2),
-                        "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
+        results.append(
+            {
+                "source": source,
+                "vocoder": vocoder,
+                "wer": round(wer, 2),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         print(f"| {source} | {vocoder} | {wer:.2f} |", flush=True)
 
     sources = {}

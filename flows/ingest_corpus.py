@@ -3,7 +3,10 @@
 CLI: `s2s ingest INPUT... --out RUN_DIR`.
 """
 
-from __future__ import annotations
+# Without `from __future__ import annotations`: Prefect validates the parameters
+# against these annotations, and a served flow's function travels to its run's
+# process pickled by value, with only the globals its body uses: string
+# annotations naming the option dataclasses could not be resolved there.
 
 from prefect import flow
 

@@ -7,7 +7,10 @@ rows whose text, engine, voice or settings changed, exactly like the
 transcription flow. The `audio` stage loads directly with `datasets`.
 """
 
-from __future__ import annotations
+# Without `from __future__ import annotations`: Prefect validates the parameters
+# against these annotations, and a served flow's function travels to its run's
+# process pickled by value, with only the globals its body uses: string
+# annotations naming the option dataclasses could not be resolved there.
 
 import dataclasses
 import time

@@ -14,7 +14,10 @@ with our Whisper; the WER curve goes to CKPT_DIR/eval.jsonl, CKPT_DIR/wer_curve.
 and a Prefect artifact, and the voice with the lowest WER is kept in CKPT_DIR/best.
 """
 
-from __future__ import annotations
+# Without `from __future__ import annotations`: Prefect validates the parameters
+# against these annotations, and a served flow's function travels to its run's
+# process pickled by value, with only the globals its body uses: string
+# annotations naming the option dataclasses could not be resolved there.
 
 import json
 import sys

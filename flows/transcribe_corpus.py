@@ -5,7 +5,10 @@ RUN_DIR/<stage>/ and a rerun only does what changed (new or changed audio, anoth
 model or other decoding settings).
 """
 
-from __future__ import annotations
+# Without `from __future__ import annotations`: Prefect validates the parameters
+# against these annotations, and a served flow's function travels to its run's
+# process pickled by value, with only the globals its body uses: string
+# annotations naming the option dataclasses could not be resolved there.
 
 import time
 from dataclasses import asdict

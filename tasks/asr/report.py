@@ -187,10 +187,16 @@ def _index_section(table: pd.DataFrame, max_rows: int) -> str:
         scored = not math.isnan(r["wer"])
         counts = f"{r['substitutions']}/{r['deletions']}/{r['insertions']}"
         rows.append(
-            [esc(r["utt_id"]), num(r["duration_s"], ".1f"),
-             pct(r["wer"]) if scored else "", str(r["ref_words"]) if scored else "",
-             counts if scored else "", num(r["avg_logprob"]), flags_html(r["flags"])]
-        )  # fmt: skip
+            [
+                esc(r["utt_id"]),
+                num(r["duration_s"], ".1f"),
+                pct(r["wer"]) if scored else "",
+                str(r["ref_words"]) if scored else "",
+                counts if scored else "",
+                num(r["avg_logprob"]),
+                flags_html(r["flags"]),
+            ]
+        )
     headers = ["utt_id", "duration s", "WER", "ref words", "S/D/I", "avg_logprob"]
     cut = f" (first {max_rows} of {len(table)})" if len(table) > max_rows else ""
     return f"<h2>All utterances{cut}</h2>" + table_html(

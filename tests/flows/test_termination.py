@@ -71,10 +71,14 @@ def test_special_files_and_a_broken_manifest_line_beside_real_speech(tmp_path):
         'country."}\n{"audio_path": "LJ002-0020.wav", "reference": "in eighteen\n'
     )
     try:
-        done = subprocess.run(_s2s("transcribe", str(corpus), "--out", str(run),
-                                   "--json"), cwd=REPO, env=_shared_api_env(),
-                              capture_output=True, text=True,
-                              timeout=300)  # fmt: skip
+        done = subprocess.run(
+            _s2s("transcribe", str(corpus), "--out", str(run), "--json"),
+            cwd=REPO,
+            env=_shared_api_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         listening.close()
     assert done.returncode == 0, done.stderr[-3000:]
@@ -124,10 +128,14 @@ def test_sigterm_while_a_reader_is_blocked_then_rerun(tmp_path):
     os.mkfifo(corpus / "fifo.wav")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update({UNGUARDED_READS_ENV: "1", "PREFECT_HOME": str(home)})
-    proc = subprocess.Popen(_s2s("ingest", str(corpus), "--out", str(run),
-                                 "--shard-size", "1"), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _s2s("ingest", str(corpus), "--out", str(run), "--shard-size", "1"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not _blocked_in_fifo_open(proc.pid):
@@ -152,13 +160,21 @@ def test_sigterm_while_a_reader_is_blocked_then_rerun(tmp_path):
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert not [p for p in (run / "ingest").iterdir() if ".tmp-" in p.name]
 
-    done = subprocess.run(_s2s("ingest", str(corpus), "--out", str(run), "--json"),
-                          cwd=REPO, env=_shared_api_env(), capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        _s2s("ingest", str(corpus), "--out", str(run), "--json"),
+        cwd=REPO,
+        env=_shared_api_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     ingest = _rows(run, INGEST)
     assert {k: r["status"] for k, r in ingest.items()} == {
-        "jfk": "ok", "LJ002-0020": "ok", "fifo": "failed"}  # fmt: skip
+        "jfk": "ok",
+        "LJ002-0020": "ok",
+        "fifo": "failed",
+    }
     assert ingest["fifo"]["error"] == SPECIAL_ERRORS["fifo"]
     assert set(_rows(run, FEATURES)) == {"jfk", "LJ002-0020"}
 
@@ -184,12 +200,19 @@ def test_cancelling_a_stuck_deployment_run(tmp_path):
     corpus.mkdir()
     shutil.copy(SAMPLES / "LJ002-0020.wav", corpus / "a.wav")
     os.mkfifo(corpus / "b.wav")
-    env = {**_shared_api_env(), UNGUARDED_READS_ENV: "1",
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # fmt: skip
-    runner = subprocess.Popen([sys.executable, "-c", SERVE, str(corpus), str(run)],
-                              cwd=REPO, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {
+        **_shared_api_env(),
+        UNGUARDED_READS_ENV: "1",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    runner = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(corpus), str(run)],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with get_client(sync_client=True) as client:
             deployment = None
@@ -202,8 +225,11 @@ def test_cancelling_a_stuck_deployment_run(tmp_path):
                     time.sleep(1)
             flow_run = client.create_flow_run_from_deployment(deployment.id)
             while True:
-                engines = [p for p in psutil.Process(runner.pid).children(True)
-                           if _blocked_in_fifo_open(p.pid)]  # fmt: skip
+                engines = [
+                    p
+                    for p in psutil.Process(runner.pid).children(True)
+                    if _blocked_in_fifo_open(p.pid)
+                ]
                 if engines:
                     break
                 assert time.monotonic() < deadline, "the flow run never blocked"

@@ -15,9 +15,13 @@ from tasks.stage import read_stage
 from tests.conftest import BAD_AUDIO, SAMPLES
 
 GOOD_IDS = {
-    "jfk", "2412-153948-0000", "1995-1837-0001", "LJ001-0001", "LJ002-0020",
+    "jfk",
+    "2412-153948-0000",
+    "1995-1837-0001",
+    "LJ001-0001",
+    "LJ002-0020",
     "sense_and_sensibility_01_austen_64kb-0880",
-}  # fmt: skip
+}
 
 
 def _ids(run_dir, stage):

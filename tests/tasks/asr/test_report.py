@@ -270,8 +270,12 @@ def test_markdown_summary_and_table_rows():
     assert rows[0]["group"] == "corpus" and rows[0]["n"] == 5
     assert rows[0]["wer"] == round(summary["wer"], 4)
     assert len({tuple(r) for r in rows}) == 1  # same keys in every row
-    assert {r["group"] for r in rows} == {"corpus", "speaker", "source_folder",
-                                          "duration_bucket"}  # fmt: skip
+    assert {r["group"] for r in rows} == {
+        "corpus",
+        "speaker",
+        "source_folder",
+        "duration_bucket",
+    }
 
 
 # ---------------------------------------------------------------- headless Chromium
@@ -286,13 +290,22 @@ needs_chromium = pytest.mark.skipif(
 def run_chromium(page, tmp_path, *mode: str) -> subprocess.CompletedProcess:
     """Headless Chromium on a local file, console messages logged to stderr."""
     args = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--enable-logging=stderr", "--v=0", "--window-size=1280,2000",
-        *mode, page.as_uri(),
-    ]  # fmt: skip
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1280,2000",
+        *mode,
+        page.as_uri(),
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=120)
 
 

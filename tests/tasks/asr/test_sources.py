@@ -71,8 +71,13 @@ def test_jsonl_manifest_fails_per_line(tmp_path):
         b'{"audio_path": "\xff\xfe.wav"}\n'
     )
     items = {i.utt_id: i for i in discover_inputs([str(manifest)])}
-    assert set(items) == {"a", "kennedy", f"{manifest}:2", f"{manifest}:4",
-                          f"{manifest}:6"}  # fmt: skip
+    assert set(items) == {
+        "a",
+        "kennedy",
+        f"{manifest}:2",
+        f"{manifest}:4",
+        f"{manifest}:6",
+    }
     assert items["a"].error is None and items["a"].reference == "in eighteen thirteen"
     assert items["kennedy"].error is None
     assert items[f"{manifest}:2"].error.startswith(f"{manifest} line 2: invalid JSON")

@@ -143,7 +143,7 @@ def test_slices_have_their_own_wer():
                 "duration_s": 12.0,
                 "source_path": "/data/set2/b.flac",
             },
-        ]  # fmt: skip
+        ]
     )
     _, summary = compute_evaluation(tr, md, BASIC)
     by_key = {(s["slice"], s["value"]): s for s in summary["slices"]}
@@ -185,7 +185,7 @@ NORMAL = "and so my fellow americans ask not what your country can do for you"
         ({"hyp": NORMAL, "avg_logprob": -1.5, "duration_s": 5.0}, ["low_confidence"]),
         ({"hyp": "  ", "duration_s": 5.0}, ["empty_output"]),
         ({"hyp": "", "status": "failed", "error": "OOM"}, ["failed_decode"]),
-    ],  # fmt: skip
+    ],
 )
 def test_quality_flags(row, expected):
     tr, md = make_inputs([{"utt_id": "u", "ref": None, **row}])

@@ -16,8 +16,10 @@ from tasks.stage.export import MANIFEST, export_run, run_files
 
 def _run(tmp_path):
     run = tmp_path / "run"
-    rows = [{"utt_id": u, "input_key": "k", "request_key": "r", "status": "ok"}
-            for u in "abc"]  # fmt: skip
+    rows = [
+        {"utt_id": u, "input_key": "k", "request_key": "r", "status": "ok"}
+        for u in "abc"
+    ]
     write_part(run, INGEST, 0, pa.Table.from_pylist(rows[:2], schema=INGEST.schema))
     write_part(run, INGEST, 1, pa.Table.from_pylist(rows[2:], schema=INGEST.schema))
     write_stage_record(run, INGEST, {"n_todo": 3})
@@ -33,9 +35,11 @@ def test_export_mirrors_then_copies_only_changes(tmp_path):
     dest = "memory://s2s-export-test/run1"
     fs, root = fsspec.core.url_to_fs(dest)
     assert run_files(run) == [
-        "ingest/_stage.json", "ingest/part-00000.parquet",
-        "ingest/part-00001.parquet", "report.html",
-    ]  # fmt: skip
+        "ingest/_stage.json",
+        "ingest/part-00000.parquet",
+        "ingest/part-00001.parquet",
+        "report.html",
+    ]
 
     first = export_run(run, dest)
     assert (first["uploaded"], first["unchanged"], first["deleted"]) == (4, 0, 0)
