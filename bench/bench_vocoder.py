@@ -29,13 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from s2s_models import TranscribeOptions  # noqa: E402
 from s2s_models.vocoders.griffinlim import (  # noqa: E402
     GriffinLimOptions,
     griffin_lim,
     mel_to_magnitude,
     speecht5_log_mel,
 )
-from s2s_models.whisper.api import TranscribeOptions  # noqa: E402
 from tasks.asr.models import get_asr  # noqa: E402
 from tasks.codecs import decode_flac  # noqa: E402
 from tasks.metrics import normalize_text, score_pair  # noqa: E402

@@ -198,10 +198,11 @@ def register_train(subparsers) -> None:
     p.add_argument(
         "--front-end",
         dest="config.front_end",
-        choices=("phonemes", "characters"),
+        choices=("phonemes", "phonemes-v1", "characters"),
         default=argparse.SUPPRESS,
-        help="text input of a new voice (default phonemes: CMUdict "
-        "ARPAbet; characters: letters as written)",
+        help="text input of a new voice (default phonemes: en-arpabet-v2, "
+        "normalised English, CMUdict + G2P; phonemes-v1: cmudict-arpabet; "
+        "characters: letters as written)",
     )
     p.add_argument(
         "--seed", dest="config.seed", metavar="N", type=int, default=argparse.SUPPRESS

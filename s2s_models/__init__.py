@@ -3,12 +3,19 @@
 The ASR entry point is re-exported here: ``from s2s_models import load_asr``.
 """
 
-from s2s_models.whisper.api import (
+from s2s_models.whisper.api import WhisperASR, load_asr
+from s2s_models.whisper.transcription import (
     Segment,
     TranscribeOptions,
     Transcription,
-    WhisperASR,
-    load_asr,
+    Word,
 )
 
-__all__ = ["Segment", "TranscribeOptions", "Transcription", "WhisperASR", "load_asr"]
+__all__ = [
+    "Segment",
+    "TranscribeOptions",
+    "Transcription",
+    "WhisperASR",
+    "Word",
+    "load_asr",
+]

@@ -41,6 +41,10 @@ def _normalize_basic(text: str) -> str:
     return " ".join("".join(chars).split())
 
 
+_LETTER_RUN = re.compile(r"\b[a-z](?: [a-z]\b)+")
+_CURRENCY_CENTS = re.compile(r"([$£€]\d+) (\d\d)\b(?! ?%)")
+
+
 def normalize_text(text: str, normalizer: str) -> str:
     """Normalise one transcript.
 
@@ -51,7 +55,11 @@ def normalize_text(text: str, normalizer: str) -> str:
     if normalizer == "basic":
         return _normalize_basic(text)
     if normalizer == "whisper_english":
-        return " ".join(_whisper_english_normalizer()(text).split())
+        text = " ".join(_whisper_english_normalizer()(text).split())
+        # "twelve dollars fifty" comes out as "$12 50", "$12.50" as "$12.50"
+        text = _CURRENCY_CENTS.sub(r"\1.\2", text)
+        # letters read one by one ("the U S A", "F B I") as the acronym ("usa")
+        return _LETTER_RUN.sub(lambda m: m[0].replace(" ", ""), text)
     raise ValueError(f"unknown normalizer {normalizer!r}")
 
 

@@ -13,11 +13,16 @@ Each decoder step consumes the last predicted mel frame and emits ``r`` new fram
 
 Finished utterances leave the batch (their rows are dropped from the KV cache), and the
 post-net runs once at the end over every utterance's frames.
+
+``generate_speech_checked`` checks each result against its text: an utterance that
+stopped with fewer frames than its ``min_frames`` (say, after the first sentence of
+two, or at an abbreviation's period) is generated again with other prenet-dropout
+seeds, and is flagged ``cut_short`` when every try stays that short.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -57,6 +62,9 @@ class GenerationResult:
     cross_attentions: (
         list[Tensor] | None
     )  # per utterance (n_layer, n_head, n_steps, n_text)
+    # per utterance: stopped shorter than its text needs on every try (only set by
+    # generate_speech_checked)
+    cut_short: list[bool] | None = None
 
     @property
     def lengths(self) -> list[int]:
@@ -164,6 +172,55 @@ def generate_speech(
     if options.return_cross_attentions:
         cross_out = [torch.stack(a, dim=2) for a in attns]
     return GenerationResult(mels_out, stopped, cross_out)
+
+
+RETRY_SEED_STEP = 7919  # seed + k * this for the k-th retry (a prime: no overlap)
+
+
+def generate_speech_checked(
+    model: SpeechT5TTS,
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    speaker_embeddings: Tensor | None,
+    options: GenerationOptions,
+    min_frames: list[int],
+    retries: int = 2,
+) -> GenerationResult:
+    """``generate_speech``, then up to ``retries`` more tries, each with another
+    seed, for the utterances that stopped before ``min_frames[i]`` frames; the
+    longest try is kept. ``cut_short[i]`` is True when every try was short.
+
+    ``min_frames`` comes from the text (its phoneme count times the fewest frames a
+    phoneme plausibly takes); an utterance cut at the step limit is not retried.
+    """
+    if attention_mask is None:
+        attention_mask = (input_ids != model.dims.pad_token_id).long()
+    result = generate_speech(
+        model, input_ids, attention_mask, speaker_embeddings, options
+    )
+    mels, stopped = list(result.mels), list(result.stopped)
+    short = [i for i, m in enumerate(mels) if stopped[i] and m.shape[0] < min_frames[i]]
+    for attempt in range(1, retries + 1):
+        if not short:
+            break
+        seed = (
+            None if options.seed is None else options.seed + attempt * RETRY_SEED_STEP
+        )
+        index = torch.tensor(short, device=input_ids.device)
+        n_text = int(attention_mask[index].sum(-1).max())
+        speaker = speaker_embeddings
+        if speaker is not None and speaker.shape[0] > 1:
+            speaker = speaker[index]
+        again = generate_speech(
+            model, input_ids[index, :n_text], attention_mask[index, :n_text], speaker,
+            replace(options, seed=seed, return_cross_attentions=False),
+        )  # fmt: skip
+        for j, i in enumerate(short):
+            if again.mels[j].shape[0] > mels[i].shape[0]:
+                mels[i], stopped[i] = again.mels[j], again.stopped[j]
+        short = [i for i in short if mels[i].shape[0] < min_frames[i]]
+    cut_short = [i in short for i in range(len(mels))]
+    return GenerationResult(mels, stopped, result.cross_attentions, cut_short)
 
 
 @dataclass(frozen=True)

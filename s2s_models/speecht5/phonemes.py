@@ -1,72 +1,55 @@
-"""Phoneme front end for our own SpeechT5-architecture voices.
+"""Phoneme front ends for our own SpeechT5-architecture voices.
 
-Text -> ARPAbet phonemes (with stress digits) from the CMU Pronouncing Dictionary
-(BSD-style licence, shipped gzipped in ``cmudict/`` beside this file), punctuation kept
-as tokens and a word-boundary token between words. A word the dictionary lacks is
-spelled letter by letter, and integers are read out as English words first, so every
-input maps to symbols the voice was trained on: nothing is silently dropped.
+A voice records its front end by name in ``phonemes.json`` (``front_end`` and the
+ordered ``symbols``), and :meth:`PhonemeTokenizer.from_pretrained` rebuilds exactly
+that front end, so a voice is always fed what it was trained on:
 
-The same tokenizer has a second front end, ``characters``: the lower-cased letters and
-apostrophes of each word (numbers read out the same way), with the same punctuation and
-word-boundary tokens. It exists to measure what the phonemes buy (``s2s train-tts
---front-end characters``); a voice records its front end in ``phonemes.json``.
+* ``phonemes`` (the default for new voices), stored as ``en-arpabet-v2``: English
+  normalisation (``normalize.py``: numbers, dates, money, abbreviations, acronyms,
+  URLs, markup...), then CMUdict, then the G2P model (``g2p.py``) for words CMUdict
+  lacks;
+* ``phonemes-v1``, stored as ``cmudict-arpabet`` (the first default voice): NFKC and
+  typographic punctuation only, integers read out, CMUdict, unknown words spelled
+  letter by letter;
+* ``characters``: as ``phonemes-v1``, but each word is its lower-case letters.
+
+Both phoneme front ends share one inventory: ARPAbet with stress digits (69
+phonemes), punctuation tokens ``, . ? ! ; : -`` and a word-boundary token, so a
+``cmudict-arpabet`` voice can be fed ``en-arpabet-v2`` symbols (and is not, unless its
+``phonemes.json`` says so). In ``en-arpabet-v2`` a lone capital letter is read as its
+letter name (the normaliser writes acronyms read as letters as "F B I"), except a
+sentence-initial "A" before a lower-case word (the article).
 
 The tokenizer has the interface of ``SpeechT5Tokenizer`` (``encode``,
-``encode_batch``, ``vocabulary``, ``decode``), so the synthesis stages use either. Ids:
-``<s>`` = 0, ``<pad>`` = 1, ``</s>`` = 2, ``<unk>`` = 3, then the symbols in the order
-listed in the voice's ``phonemes.json``.
+``encode_batch``, ``vocabulary``, ``decode``, ``normalize_text``), so the synthesis
+stages use either. Ids: ``<s>`` = 0, ``<pad>`` = 1, ``</s>`` = 2, ``<unk>`` = 3, then
+the symbols in the order listed in the voice's ``phonemes.json``.
 """
 
 from __future__ import annotations
 
-import functools
-import gzip
 import json
 import re
 import string
 from collections.abc import Sequence
 from pathlib import Path
 
+from .lexicon import LETTER_NAMES, LEXICON_FILE, PHONEMES, Lexicon, plural_suffix
+from .normalize import TextRefused, normalize_english
+from .numbers import number_words
 from .tokenizer import EncodedBatch, EncodedText, normalize_text, pad_batch
 
-LEXICON_FILE = Path(__file__).parent / "cmudict" / "cmudict.dict.gz"
 SYMBOLS_FILE = "phonemes.json"
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
-FRONT_ENDS = {"phonemes": "cmudict-arpabet", "characters": "characters"}
+FRONT_ENDS = {
+    "phonemes": "en-arpabet-v2",
+    "phonemes-v1": "cmudict-arpabet",
+    "characters": "characters",
+}
+DEFAULT_FRONT_END = "phonemes"
 WORD_BOUNDARY = " "
 PUNCTUATION = [",", ".", "?", "!", ";", ":", "-"]
-_VOWELS = "AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split()
-_CONSONANTS = "B CH D DH F G HH JH K L M N NG P R S SH T TH V W Y Z ZH".split()
-PHONEMES = [v + s for v in _VOWELS for s in "012"] + _CONSONANTS
 LETTERS = list(string.ascii_lowercase) + ["'"]
-LETTER_NAMES = {
-    "a": "EY1",
-    "b": "B IY1",
-    "c": "S IY1",
-    "d": "D IY1",
-    "e": "IY1",
-    "f": "EH1 F",
-    "g": "JH IY1",
-    "h": "EY1 CH",
-    "i": "AY1",
-    "j": "JH EY1",
-    "k": "K EY1",
-    "l": "EH1 L",
-    "m": "EH1 M",
-    "n": "EH1 N",
-    "o": "OW1",
-    "p": "P IY1",
-    "q": "K Y UW1",
-    "r": "AA1 R",
-    "s": "EH1 S",
-    "t": "T IY1",
-    "u": "Y UW1",
-    "v": "V IY1",
-    "w": "D AH1 B AH0 L Y UW0",
-    "x": "EH1 K S",
-    "y": "W AY1",
-    "z": "Z IY1",
-}
 # Characters the front end reads; normalize_text maps or removes anything else.
 VOCABULARY = frozenset(
     string.ascii_letters + string.digits + " '" + "".join(PUNCTUATION)
@@ -74,74 +57,9 @@ VOCABULARY = frozenset(
 _TOKEN = re.compile(
     r"[A-Za-z]+(?:'[A-Za-z]+)*|\d+|[" + re.escape("".join(PUNCTUATION)) + "]"
 )
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve "
-    "thirteen fourteen fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-_SCALES = [(10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred")]
-
-
-def number_words(n: int) -> str:
-    """A non-negative integer in English words: 1905 -> 'one thousand nine hundred
-    five'. Numbers of 13 digits or more are read digit by digit."""
-    if n >= 10**12:
-        return " ".join(_ONES[int(d)] for d in str(n))
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        tens, ones = divmod(n, 10)
-        return _TENS[tens] + ("" if ones == 0 else " " + _ONES[ones])
-    for value, name in _SCALES:
-        if n >= value:
-            head, rest = divmod(n, value)
-            words = f"{number_words(head)} {name}"
-            return words if rest == 0 else f"{words} {number_words(rest)}"
-    raise AssertionError("unreachable")
-
-
-class Lexicon:
-    """Word -> phoneme list, first pronunciation of each CMUdict entry."""
-
-    def __init__(self, entries: dict[str, list[str]]):
-        self.entries = entries
-
-    @classmethod
-    @functools.cache
-    def bundled(cls) -> Lexicon:
-        entries: dict[str, list[str]] = {}
-        with gzip.open(LEXICON_FILE, "rt", encoding="utf-8") as f:
-            for line in f:
-                body = line.split("#", 1)[0].split()
-                if len(body) < 2 or "(" in body[0]:  # "(2)": an alternative
-                    continue
-                entries.setdefault(body[0], body[1:])
-        return cls(entries)
-
-    @staticmethod
-    def words(text: str) -> list[str]:
-        return [t for t in _TOKEN.findall(text) if t[0].isalpha()]
-
-    def lookup(self, word: str) -> list[str] | None:
-        word = word.lower()
-        found = self.entries.get(word)
-        if found is None and word.endswith("'s"):  # possessive of a known word
-            stem = self.entries.get(word[:-2])
-            if stem is not None:
-                found = stem + (
-                    ["IH0", "Z"]
-                    if stem[-1] in ("S", "Z", "SH", "CH", "JH", "ZH")
-                    else ["Z"]
-                )
-        return found
-
-    def spell(self, word: str) -> list[str]:
-        return [
-            p
-            for ch in word.lower()
-            if ch in LETTER_NAMES
-            for p in LETTER_NAMES[ch].split()
-        ]
+_SENTENCE_ENDS = (".", "?", "!")
+__all__ = ["LETTER_NAMES", "LEXICON_FILE", "PHONEMES", "Lexicon", "TextRefused",
+           "number_words"]  # fmt: skip
 
 
 def text_to_symbols(text: str, lexicon: Lexicon | None) -> tuple[list[str], list[str]]:
@@ -151,8 +69,8 @@ def text_to_symbols(text: str, lexicon: Lexicon | None) -> tuple[list[str], list
     symbols: list[str] = []
     spelled: list[str] = []
     for token in _TOKEN.findall(text):
-        if token.isdigit():
-            token_words = number_words(int(token)).split()
+        if token.isdigit():  # cmudict-arpabet read 13 digits and more one by one
+            token_words = number_words(int(token), 10**12).split()
         elif token[0].isalpha():
             token_words = [token]
         else:
@@ -173,11 +91,62 @@ def text_to_symbols(text: str, lexicon: Lexicon | None) -> tuple[list[str], list
     return symbols, spelled
 
 
-class PhonemeTokenizer:
-    """Text -> symbol ids for a voice folder that has ``phonemes.json``: phonemes, or
-    characters with ``front_end="characters"``."""
+def _append_word(symbols: list[str], phones: list[str]) -> None:
+    if symbols and symbols[-1] != WORD_BOUNDARY:
+        symbols.append(WORD_BOUNDARY)
+    symbols.extend(phones)
+    symbols.append(WORD_BOUNDARY)
 
-    def __init__(self, symbols: Sequence[str], front_end: str = "phonemes"):
+
+def _letter_phones(word: str, prev: str | None, next_: str | None) -> list[str] | None:
+    """A lone capital ("F" of "F B I") or a capital with 's ("O's") read as its letter
+    name; None for other words, and for "A" as the article (sentence-initial before
+    a lower-case word)."""
+    if not re.fullmatch(r"[A-Z](?:'s)?", word):
+        return None
+    if word == "A" and (prev is None or prev in _SENTENCE_ENDS) \
+            and next_ is not None and next_[:1].islower():  # fmt: skip
+        return None
+    phones = LETTER_NAMES[word[0].lower()].split()
+    return phones + (plural_suffix(phones) if word.endswith("'s") else [])
+
+
+def text_to_phonemes(text: str, lexicon: Lexicon, guess) -> tuple[list[str], list[str]]:
+    """Normalised text -> ``en-arpabet-v2`` symbols, and the words the G2P guessed.
+
+    ``guess`` maps a list of words to their phoneme lists (``G2P.predict``); words
+    are looked up in ``lexicon`` first, lone capitals are letter names, and a word
+    the G2P returns nothing for is spelled."""
+    tokens = _TOKEN.findall(text)
+    words = [t for t in tokens if t[0].isalpha()]
+    unknown = sorted({w.lower() for w in words if _letter_phones(w, None, None) is None
+                      and lexicon.lookup(w) is None})  # fmt: skip
+    guessed = dict(zip(unknown, guess(unknown), strict=True)) if unknown else {}
+    symbols: list[str] = []
+    for i, token in enumerate(tokens):
+        if token in PUNCTUATION:
+            symbols.append(token)
+            continue
+        if token.isdigit():  # the normaliser leaves none; read them all the same
+            for word in number_words(int(token)).split():
+                _append_word(symbols, lexicon.lookup(word) or lexicon.spell(word))
+            continue
+        prev = tokens[i - 1] if i else None
+        next_ = tokens[i + 1] if i + 1 < len(tokens) else None
+        phones = _letter_phones(token, prev, next_) or lexicon.lookup(token)
+        if phones is None:
+            phones = guessed.get(token.lower()) or lexicon.spell(token)
+        _append_word(symbols, phones)
+    while symbols and symbols[-1] == WORD_BOUNDARY:
+        symbols.pop()
+    return symbols, unknown
+
+
+class PhonemeTokenizer:
+    """Text -> symbol ids for a voice folder that has ``phonemes.json``; the front
+    end is one of the keys of ``FRONT_ENDS`` (see the module docstring)."""
+
+    def __init__(self, symbols: Sequence[str], front_end: str = DEFAULT_FRONT_END):
         if front_end not in FRONT_ENDS:
             raise ValueError(f"front end must be one of {sorted(FRONT_ENDS)}")
         self.front_end = front_end
@@ -186,22 +155,32 @@ class PhonemeTokenizer:
         self.bos_id, self.pad_id = self.index["<s>"], self.index["<pad>"]
         self.eos_id, self.unk_id = self.index["</s>"], self.index["<unk>"]
         self.vocabulary = VOCABULARY
-        self.lexicon = Lexicon.bundled() if front_end == "phonemes" else None
+        phonemes = front_end != "characters"
+        self.lexicon = Lexicon.bundled() if phonemes else None
+        units = set(PHONEMES if phonemes else LETTERS)
+        self.unit_ids = frozenset(i for s, i in self.index.items() if s in units)
+
+    @property
+    def name(self) -> str:
+        """The front end's stored name (``phonemes.json``), e.g. en-arpabet-v2."""
+        return FRONT_ENDS[self.front_end]
 
     @classmethod
-    def default_symbols(cls, front_end: str = "phonemes") -> list[str]:
-        units = PHONEMES if front_end == "phonemes" else LETTERS
+    def default_symbols(cls, front_end: str = DEFAULT_FRONT_END) -> list[str]:
+        units = LETTERS if front_end == "characters" else PHONEMES
         return SPECIALS + [WORD_BOUNDARY] + PUNCTUATION + units
 
     @classmethod
-    def for_front_end(cls, front_end: str) -> PhonemeTokenizer:
+    def for_front_end(cls, front_end: str = DEFAULT_FRONT_END) -> PhonemeTokenizer:
         """A new voice's tokenizer."""
         return cls(cls.default_symbols(front_end), front_end)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> PhonemeTokenizer:
+        """The front end a voice folder's ``phonemes.json`` names (a file without a
+        name is the first front end, ``cmudict-arpabet``)."""
         config = json.loads((Path(model_dir) / SYMBOLS_FILE).read_text())
-        stored = config.get("front_end", FRONT_ENDS["phonemes"])
+        stored = config.get("front_end", FRONT_ENDS["phonemes-v1"])
         names = {v: k for k, v in FRONT_ENDS.items()}
         if stored not in names:
             raise ValueError(
@@ -210,23 +189,40 @@ class PhonemeTokenizer:
         return cls(config["symbols"], names[stored])
 
     def save(self, model_dir: str | Path) -> None:
-        payload = {"front_end": FRONT_ENDS[self.front_end], "symbols": self.symbols}
+        payload = {"front_end": self.name, "symbols": self.symbols}
         (Path(model_dir) / SYMBOLS_FILE).write_text(json.dumps(payload, indent=1))
 
     def __len__(self) -> int:
         return len(self.symbols)
 
     def normalize_text(self, text: str) -> tuple[str, list[str]]:
+        """The text the voice is asked to say, and the characters removed as unknown.
+
+        Raises ``TextRefused`` (a ValueError) for text ``en-arpabet-v2`` will not
+        read (mostly markup)."""
+        if self.front_end == "phonemes":
+            text = normalize_english(text, self.lexicon)
         return normalize_text(text, self.vocabulary)
+
+    def symbolize(self, normalized: str) -> list[str]:
+        """Normalised text -> this front end's symbols (word boundary = " ")."""
+        if self.front_end == "phonemes":
+            from .g2p import G2P  # loaded on first use: a few MB of weights
+
+            return text_to_phonemes(normalized, self.lexicon, G2P.bundled().predict)[0]
+        return text_to_symbols(normalized, self.lexicon)[0]
 
     def encode(self, text: str) -> EncodedText:
         normalized, unknown = self.normalize_text(text)
-        symbols, _ = text_to_symbols(normalized, self.lexicon)
-        ids = [self.index.get(s, self.unk_id) for s in symbols]
+        ids = [self.index.get(s, self.unk_id) for s in self.symbolize(normalized)]
         return EncodedText(ids + [self.eos_id], normalized, unknown)
 
     def encode_batch(self, texts: Sequence[str]) -> EncodedBatch:
         return pad_batch([self.encode(t) for t in texts], self.pad_id)
+
+    def count_units(self, ids: Sequence[int]) -> int:
+        """Phonemes (or letters) among ``ids``: what speech duration scales with."""
+        return sum(1 for i in ids if i in self.unit_ids)
 
     def decode(self, ids: Sequence[int]) -> str:
         """Ids back to space-separated symbols ('|' for a word boundary)."""

@@ -1,7 +1,10 @@
 """Decoding 30-second Whisper windows: greedy, sampling, beam search, fallback.
 
-One call decodes a batch of windows. Greedy and sampling share :func:`_sample_loop`,
-which drops rows from the batch (and from the KV cache) as they emit end-of-text;
+One call decodes a batch of windows. After the prefix pass a :class:`DecodeState`
+holds the batch. Greedy and sampling share :func:`_sample_loop`, which drops rows
+from the batch as they emit end-of-text; its decoder steps are chosen once, up
+front (:class:`EagerSteps` on the growing KV cache, or the fixed-shape
+:class:`~s2s_models.whisper.static_decode.StaticDecoder`);
 beam search keeps ``beam_size`` rows per window in :func:`_beam_loop`. Logit rules
 (suppressed tokens, blank at the start, timestamp grammar) live in :class:`LogitRules`
 and act on the whole batch with tensor ops; only the timestamp grammar looks at each
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -81,7 +85,7 @@ class DecodingOptions:
 
 
 @dataclass(frozen=True)
-class Segment:
+class WindowSegment:
     """Text between two timestamp tokens, in seconds from the window start."""
 
     start: float
@@ -101,7 +105,7 @@ class DecodingResult:
     no_speech_prob: float  # P(no-speech token) at the start-of-transcript position
     compression_ratio: float  # len(text bytes) / len(zlib(text bytes))
     temperature: float  # temperature this result was decoded at
-    segments: tuple[Segment, ...] = ()  # only when timestamps were decoded
+    segments: tuple[WindowSegment, ...] = ()  # only when timestamps were decoded
     language_probs: dict[str, float] | None = field(default=None, repr=False)
 
 
@@ -309,28 +313,50 @@ def _gumbel_sample(scaled: Tensor, candidates: list[int], step: int, seed: int):
     return (scaled.float() + noise).argmax(dim=-1)  # (rows,)
 
 
+@dataclass
+class DecodeState:
+    """A batch of windows after the prefix pass, ready for the token loop."""
+
+    tokens: Tensor  # (rows, T): prefix and tokens so far of every row
+    features: Tensor  # (windows, n_audio_ctx, n_audio_state) encoder output
+    cache: KVCache  # self- and cross-attention K/V of every row
+    logits: Tensor  # (rows, n_vocab) float32 next-token logits
+
+
+class EagerSteps:
+    """Decoder steps on the growing :class:`KVCache`: each step appends one
+    position; finished rows are dropped from the cache and the features."""
+
+    def __init__(self, model: Whisper, state: DecodeState):
+        self.model, self.features, self.cache = model, state.features, state.cache
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """One token per active row (rows,) -> next-token logits (rows, n_vocab)."""
+        return self.model.logits(tokens[:, None], self.features, self.cache)[:, -1]
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep active rows ``rows`` (increasing)."""
+        index = torch.tensor(rows, device=self.features.device)
+        self.cache.reorder(index)
+        self.features = self.features[index]
+
+
 def _sample_loop(
-    model: Whisper,
+    state: DecodeState,
     rules: LogitRules,
-    state: tuple[Tensor, Tensor, KVCache, Tensor],
-    temperature: float,
+    steps: EagerSteps | StaticDecoder,
+    options: DecodingOptions,
     max_new: int,
     eot: int,
     n_group: int = 1,
-    seed: int = 0,
-    static: StaticDecoder | None = None,
 ) -> list[tuple[list[int], float]]:
     """Greedy (temperature 0) or sampled decoding; finished rows leave the batch.
 
-    With ``static`` (a :class:`StaticDecoder` built on ``state``'s cache), the steps
-    run on its fixed-shape buffers (CUDA graphs when it has them) instead.
-
-    ``state`` is (tokens (rows, T), audio features (rows, n_ctx, D), cache,
-    next-token logits (rows, n_vocab)); rows come in groups of ``n_group``
-    candidates per window. Returns (new tokens without eot, sum of log-probs
-    including eot's) per row.
+    ``steps`` runs the decoder (eager, or fixed-shape buffers replayed as CUDA
+    graphs: same tokens). Rows come in groups of ``n_group`` candidates per window.
+    Returns (new tokens without eot, sum of log-probs including eot's) per row.
     """
-    seqs, features, cache, logits = state
+    seqs, logits = state.tokens, state.logits
     n_rows = seqs.shape[0]
     active = list(range(n_rows))  # original row index of each batch row
     new_tokens: list[list[int]] = [[] for _ in range(n_rows)]
@@ -338,11 +364,12 @@ def _sample_loop(
     for step in range(max_new):
         logits = rules.apply(logits, seqs)
         logprobs = F.log_softmax(logits, dim=-1)  # (rows, n_vocab)
-        if temperature == 0:
+        if options.temperature == 0:
             chosen = logits.argmax(dim=-1)
         else:
             candidates = [row % n_group for row in active]
-            chosen = _gumbel_sample(logits / temperature, candidates, step, seed)
+            scaled = logits / options.temperature
+            chosen = _gumbel_sample(scaled, candidates, step, options.seed)
         chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0].tolist()
         chosen_list = chosen.tolist()
         for row, (token, lp) in enumerate(zip(chosen_list, chosen_lp, strict=True)):
@@ -354,37 +381,35 @@ def _sample_loop(
         if not keep or step == max_new - 1:
             break
         if len(keep) < len(active):
+            steps.keep(keep)
             index = torch.tensor(keep, device=seqs.device)
-            if static is None:
-                cache.reorder(index)
-                features = features[index]
-            else:
-                static.keep(keep)
             seqs, chosen = seqs[index], chosen[index]
             active = [active[row] for row in keep]
-        if static is None:
-            logits = model.logits(chosen[:, None], features, cache)[:, -1]
-        else:
-            logits = static.step(chosen)
+        logits = steps.step(chosen)
     return list(zip(new_tokens, sum_logprobs, strict=True))
 
 
 def _beam_loop(
     model: Whisper,
     rules: LogitRules,
-    state: tuple[Tensor, Tensor, KVCache, Tensor],
+    state: DecodeState,
     options: DecodingOptions,
     max_new: int,
     eot: int,
 ) -> list[tuple[list[int], float]]:
     """Beam search over ``beam_size`` rows per window; returns the best per window.
 
-    ``state`` as in :func:`_sample_loop`, one row per window. Each step, every beam
+    ``state`` has one row per window. Each step, every beam
     proposes its ``beam_size + 1`` best continuations; the best ``beam_size``
     unfinished ones survive and finished ones are set aside until each window has
     ``round(beam_size * patience)`` of them.
     """
-    seqs, features, cache, logits = state
+    seqs, features, cache, logits = (
+        state.tokens,
+        state.features,
+        state.cache,
+        state.logits,
+    )
     n_windows, beam = seqs.shape[0], options.beam_size
     prefix_len = seqs.shape[1]
     spread = torch.arange(n_windows, device=seqs.device).repeat_interleave(beam)
@@ -453,10 +478,12 @@ def _best_beams(seqs, sum_logprobs, finished, beam, prefix_len, options):
     return best
 
 
-def _segments(tokenizer: WhisperTokenizer, tokens: list[int]) -> tuple[Segment, ...]:
+def _segments(
+    tokenizer: WhisperTokenizer, tokens: list[int]
+) -> tuple[WindowSegment, ...]:
     """Split ``<|t0|> text <|t1|>`` runs into segments (seconds from window start)."""
     ts_begin = tokenizer.timestamp_begin
-    segments: list[Segment] = []
+    segments: list[WindowSegment] = []
     start: float | None = None
     text: list[int] = []
     for token in tokens:
@@ -466,7 +493,7 @@ def _segments(tokenizer: WhisperTokenizer, tokens: list[int]) -> tuple[Segment, 
                 start, text = seconds, []
             else:
                 segments.append(
-                    Segment(start, seconds, tokenizer.decode(text), tuple(text))
+                    WindowSegment(start, seconds, tokenizer.decode(text), tuple(text))
                 )
                 start = None
         else:
@@ -474,7 +501,7 @@ def _segments(tokenizer: WhisperTokenizer, tokens: list[int]) -> tuple[Segment, 
                 start = segments[-1].end if segments else 0.0
             text.append(token)
     if start is not None and text:
-        segments.append(Segment(start, None, tokenizer.decode(text), tuple(text)))
+        segments.append(WindowSegment(start, None, tokenizer.decode(text), tuple(text)))
     return tuple(segments)
 
 
@@ -517,7 +544,7 @@ def decode(
     cache = KVCache()
     first = model.logits(tokens, features, cache, positions=[sot_index, -1])
     no_speech = first[:, 0].softmax(dim=-1)[:, tokenizer.no_speech].tolist()
-    state = (tokens, features, cache, first[:, 1])
+    state = DecodeState(tokens, features, cache, first[:, 1])
     if options.beam_size not in (None, 1):
         best = _beam_loop(model, rules, state, options, max_new, tokenizer.eot)
     else:
@@ -543,31 +570,32 @@ def decode(
     return results
 
 
-def _sample_group(model, rules, state, options, max_new, eot):
-    """Greedy, or ``best_of`` samples per window ranked by length-normalised score."""
+def _sample_group(model, rules, state: DecodeState, options, max_new, eot):
+    """Greedy, or ``best_of`` samples per window ranked by length-normalised score.
+
+    The decoder steps are chosen once: fixed-shape buffers (replayed as CUDA graphs
+    on CUDA) for greedy decoding when ``decode_steps`` asks for them, else the eager
+    growing cache.
+    """
     n_group = (options.best_of or 1) if options.temperature > 0 else 1
-    tokens, features, cache, logits = state
-    n_windows = tokens.shape[0]
+    n_windows = state.tokens.shape[0]
     if n_group > 1:
-        spread = torch.arange(n_windows, device=tokens.device).repeat_interleave(
-            n_group
-        )
-        cache.reorder(spread)
-        state = (tokens[spread], features[spread], cache, logits[spread])
-    steps = options.decode_steps
-    if steps == "auto":
-        steps = "graphs" if model.device.type == "cuda" else "eager"
-    fixed_shape = options.temperature == 0 and n_group == 1 and steps != "eager"
-    steps_context = (
-        static_decoder(model, state[2], graphs=steps == "graphs")
-        if fixed_shape
-        else contextlib.nullcontext()
-    )
-    with steps_context as static:
-        candidates = _sample_loop(
-            model, rules, state, options.temperature, max_new, eot, n_group,
-            options.seed, static,
+        spread = torch.arange(n_windows, device=state.tokens.device)
+        spread = spread.repeat_interleave(n_group)
+        state.cache.reorder(spread)
+        state = DecodeState(
+            state.tokens[spread], state.features[spread], state.cache,
+            state.logits[spread],
         )  # fmt: skip
+    mode = options.decode_steps
+    if mode == "auto":
+        mode = "graphs" if model.device.type == "cuda" else "eager"
+    if options.temperature == 0 and n_group == 1 and mode != "eager":
+        steps = static_decoder(model, state.cache, graphs=mode == "graphs")
+    else:
+        steps = contextlib.nullcontext(EagerSteps(model, state))
+    with steps as stepper:
+        candidates = _sample_loop(state, rules, stepper, options, max_new, eot, n_group)
     best = []
     for window in range(n_windows):
         group = candidates[window * n_group : (window + 1) * n_group]
@@ -586,14 +614,16 @@ def decode_with_fallback(
     compression_ratio_threshold: float | None = 2.4,
     logprob_threshold: float | None = -1.0,
     no_speech_threshold: float | None = 0.6,
+    needs_retry: Callable[[int, DecodingResult], bool] | None = None,
 ) -> list[DecodingResult]:
     """Decode, then re-decode at the next temperature only the windows that fail.
 
     A window fails when its text is too repetitive (compression ratio above the
     threshold) or too unlikely (average log-prob below the threshold), unless it is
     judged silence (no-speech probability above its threshold and log-prob below
-    the log-prob threshold), which is kept as is. After the last temperature the
-    last attempt is kept.
+    the log-prob threshold), which is kept as is. ``needs_retry(i, result)`` lets the
+    caller fail window ``i`` for reasons of its own (text that cannot match the
+    audio). After the last temperature the last attempt is kept.
 
     Parameters
     ----------
@@ -627,7 +657,7 @@ def decode_with_fallback(
                 compression_ratio_threshold,
                 logprob_threshold,
                 no_speech_threshold,
-            ):
+            ) or (needs_retry is not None and needs_retry(item, result)):
                 still_failing.append(item)
         pending = still_failing
         if not pending:

@@ -1,32 +1,40 @@
-"""Transcribing recordings of any length with a 30-second Whisper model.
+"""VAD mode: transcribe recordings of any length through windows batched across
+recordings (the default long-form mode; :mod:`~s2s_models.whisper.sequential` is
+openai-whisper's seek loop).
 
-Two modes share one result type (:class:`Transcription`):
+1. **Plan** (:mod:`~s2s_models.whisper.windows`): Silero VAD probabilities of each
+   recording; confident silences of ``min_silence_cut_s`` or more are cut out and
+   the rest is packed into windows of at most 30 s. Loader threads plan several
+   recordings at once and cut the next batch's audio while the model decodes.
+2. **Decode** windows of all recordings in batches, with timestamps, with
+   temperature fallback. Besides Whisper's own checks (compression ratio, average
+   log-prob), a window is retried hotter when its text cannot be the speech in it:
+   empty although the VAD hears ``remainder_speech_s`` of speech, or more than
+   ``max_words_per_s`` words per second of audio (invented text).
+3. **Seek inside a window**: when a window's decoding stops before its speech ends
+   (an early end-of-text, or a last timestamp well before the end), the rest of the
+   window from its last complete segment is queued as a new window and decoded with
+   later batches, up to ``MAX_ATTEMPTS`` times. The end of a recording is never
+   dropped silently: speech still left is a segment flagged ``undecoded``.
+4. **Silence**: a window is skipped only by openai-whisper's rule (no-speech
+   probability high *and* text improbable); when the VAD heard speech there, the
+   skip is kept as a segment flagged ``no_speech``.
+5. **Assemble** each recording's segments in time order (absolute times), cut
+   hallucination loops (flagged ``loop_cut``), add word timings when asked
+   (:mod:`~s2s_models.whisper.alignment`).
 
-``vad`` (default, :func:`transcribe_vad_batched`)
-    Silero VAD finds speech; :func:`~s2s_models.whisper.vad.plan_chunks` groups it
-    into windows of at most 30 s cut in pauses (a file of at most 30 s with any
-    speech is one window). Windows of *all* files are sorted by length and decoded
-    in batches, with temperature fallback, then put back in each file's order with
-    absolute times. Windows never overlap, so no text is emitted twice.
-
-``sequential`` (:func:`transcribe_sequential`)
-    openai-whisper's loop, one file at a time: decode the 30 s window at ``seek``
-    with timestamps, move ``seek`` to the end of the last complete segment (or the
-    window's end), and give the text so far as the prompt of the next window unless
-    the window needed a high temperature. Windows judged to be silence are skipped.
-
-In both modes each segment goes through :func:`clean_segment_text`: a run of one
-n-gram repeated many times (Whisper's hallucination loop) is cut back to one copy,
-and a segment whose text still compresses too well is dropped.
+With ``condition_on_previous_text`` a recording's windows are decoded in order, each
+prompted with the text before it (windows of different recordings still share
+batches).
 """
 
 from __future__ import annotations
 
 import os
-import re
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -40,167 +48,27 @@ from s2s_models.audio import (
     pad_or_trim,
 )
 from s2s_models.whisper import vad
-from s2s_models.whisper.api import Segment, TranscribeOptions, Transcription
-from s2s_models.whisper.decoding import (
-    DecodingOptions,
-    DecodingResult,
-    compression_ratio,
-    decode_with_fallback,
-)
+from s2s_models.whisper.alignment import align_words, words_in_recording
+from s2s_models.whisper.decoding import DecodingResult, decode_with_fallback
 from s2s_models.whisper.model import Whisper, WhisperDims
-from s2s_models.whisper.tokenizer import TIME_PRECISION, WhisperTokenizer
+from s2s_models.whisper.tokenizer import WhisperTokenizer
+from s2s_models.whisper.transcription import (
+    IMPLAUSIBLE_RATE,
+    NO_SPEECH,
+    UNDECODED,
+    Segment,
+    TranscribeOptions,
+    Transcription,
+    assemble,
+    clean_segments,
+    is_silence,
+)
+from s2s_models.whisper.windows import Window, plan_windows, speech_seconds
 
-FRAMES_PER_TIMESTAMP = round(TIME_PRECISION * SAMPLE_RATE / HOP_LENGTH)  # 2
-assert FRAMES_PER_TIMESTAMP * HOP_LENGTH == TIME_PRECISION * SAMPLE_RATE
 ProgressFn = Callable[[float], None]
-_MAX_PROMPT = 223  # prompt tokens kept: half the decoder context, less <|startofprev|>
-
-
-# ---------------------------------------------------------------------------
-# Hallucination loops
-# ---------------------------------------------------------------------------
-def _key(word: str) -> str:
-    return re.sub(r"[^\w']", "", word.lower())
-
-
-def find_loop(
-    words: list[str], min_repeats: int = 4, min_words: int = 10, max_n: int = 12
-) -> tuple[int, int, int] | None:
-    """Longest run of one n-gram repeated back to back, if it counts as a loop.
-
-    Words are compared case- and punctuation-insensitively. A run counts when the
-    n-gram occurs at least ``min_repeats`` times in a row and the run spans at least
-    ``min_words`` words (so "words words words words" in real speech is not one).
-
-    Returns
-    -------
-    (start, n, repeats) or None
-        The run is ``words[start : start + n * repeats]``.
-    """
-    keys = [_key(w) for w in words]
-    best: tuple[int, int, int] | None = None
-    for n in range(1, max_n + 1):
-        for start in range(len(keys) - n * min_repeats + 1):
-            gram = keys[start : start + n]
-            repeats = 1
-            while keys[start + repeats * n : start + (repeats + 1) * n] == gram:
-                repeats += 1
-            span = n * repeats
-            if repeats >= min_repeats and span >= min_words:
-                if best is None or span > best[1] * best[2]:
-                    best = (start, n, repeats)
-    return best
-
-
-def clean_segment_text(
-    text: str, ratio_threshold: float | None, min_repeats: int, min_words: int
-) -> tuple[str, bool]:
-    """Cut hallucination loops out of ``text``; drop it if still too repetitive.
-
-    Returns
-    -------
-    (text, flagged)
-        ``flagged`` is True when a loop was cut or the text was dropped.
-    """
-    words = text.split()
-    flagged = False
-    while (loop := find_loop(words, min_repeats, min_words)) is not None:
-        start, n, repeats = loop
-        words = words[: start + n] + words[start + n * repeats :]
-        flagged = True
-    cleaned = " ".join(words)
-    if ratio_threshold is not None and compression_ratio(cleaned) > ratio_threshold:
-        return "", True
-    if flagged or cleaned != text.strip():
-        return (" " + cleaned if cleaned else ""), flagged
-    return text, False
-
-
-# ---------------------------------------------------------------------------
-# Shared pieces
-# ---------------------------------------------------------------------------
-def is_silence(result: DecodingResult, options: TranscribeOptions) -> bool:
-    """openai-whisper's rule: likely no speech, and the text is not confident."""
-    if options.no_speech_threshold is None:
-        return False
-    silent = result.no_speech_prob > options.no_speech_threshold
-    if options.logprob_threshold is not None:
-        silent = silent and result.avg_logprob < options.logprob_threshold
-    return silent
-
-
-def _decode(
-    model: Whisper,
-    tokenizer: WhisperTokenizer,
-    mel: torch.Tensor,
-    options: TranscribeOptions,
-    decoding: DecodingOptions,
-) -> list[DecodingResult]:
-    return decode_with_fallback(
-        model,
-        tokenizer,
-        mel,
-        decoding,
-        temperatures=options.temperatures,
-        compression_ratio_threshold=options.compression_ratio_threshold,
-        logprob_threshold=options.logprob_threshold,
-        no_speech_threshold=options.no_speech_threshold,
-    )
-
-
-def _segment(start_s, end_s, text, result: DecodingResult) -> Segment:
-    return Segment(
-        start_s=round(start_s, 3),
-        end_s=round(end_s, 3),
-        text=text,
-        avg_logprob=result.avg_logprob,
-        no_speech_prob=result.no_speech_prob,
-        compression_ratio=result.compression_ratio,
-        temperature=result.temperature,
-    )
-
-
-def _clean(segments: list[Segment], options: TranscribeOptions) -> list[Segment]:
-    """Apply :func:`clean_segment_text` to every segment; drop empty ones."""
-    kept = []
-    for seg in segments:
-        text, _ = clean_segment_text(
-            seg.text,
-            options.compression_ratio_threshold,
-            options.loop_min_repeats,
-            options.loop_min_words,
-        )
-        if text.strip():
-            kept.append(replace(seg, text=text))
-    return kept
-
-
-def assemble(
-    segments: list[Segment],
-    windows: list[DecodingResult],
-    duration_s: float,
-    default_language: str,
-) -> Transcription:
-    """Join cleaned segments and summarise the windows they came from."""
-    text = " ".join(s.text.strip() for s in segments if s.text.strip())
-    if not windows:
-        return Transcription(text, default_language, [], duration_s=duration_s)
-    n_tokens = [len(w.tokens) + 1 for w in windows]  # +1: the end-of-text token
-    languages: dict[str, int] = {}
-    for w, n in zip(windows, n_tokens, strict=True):
-        languages[w.language] = languages.get(w.language, 0) + n
-    return Transcription(
-        text=text,
-        language=max(languages, key=languages.get),
-        segments=segments,
-        avg_logprob=float(
-            np.average([w.avg_logprob for w in windows], weights=n_tokens)
-        ),
-        no_speech_prob=float(np.mean([w.no_speech_prob for w in windows])),
-        compression_ratio=compression_ratio(text),
-        temperature=max(w.temperature for w in windows),
-        duration_s=duration_s,
-    )
+MAX_PROMPT = 223  # prompt tokens kept: half the decoder context, less <|startofprev|>
+MAX_ATTEMPTS = 6  # re-decodings of the rest of one window
+MIN_ADVANCE_S = 1.0  # a re-decoding starts at least this far into its window
 
 
 def window_mels(
@@ -234,58 +102,6 @@ def window_mels(
         for piece in pieces
     ]
     return torch.stack(mels)
-
-
-def _samples(audio: np.ndarray, start_s: float, end_s: float) -> np.ndarray:
-    return audio[round(start_s * SAMPLE_RATE) : round(end_s * SAMPLE_RATE)]
-
-
-# ---------------------------------------------------------------------------
-# Mode "vad": VAD windows of all files, batched
-# ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Window:
-    """One decoding window: ``audio[start_s:end_s]`` of file ``item``."""
-
-    item: int
-    start_s: float
-    end_s: float
-
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
-
-
-def plan_windows(
-    audio: np.ndarray, options: TranscribeOptions
-) -> list[tuple[float, float]]:
-    """Decoding windows of one file: [] without speech, the whole file if <= 30 s."""
-    total_s = len(audio) / SAMPLE_RATE
-    if total_s == 0:
-        return []
-    probs = vad.speech_probabilities(audio)
-    regions = vad.probabilities_to_timestamps(probs, total_s, options.vad_options())
-    if not regions:
-        return []
-    if total_s <= options.max_chunk_s:
-        return [(0.0, total_s)]
-    return vad.plan_chunks(
-        regions, total_s, frame_scores=probs, options=options.chunk_options()
-    )
-
-
-def window_segments(
-    window: Window, result: DecodingResult, tokenizer: WhisperTokenizer
-) -> list[Segment]:
-    """Segments of one decoded window in absolute time (one if no timestamps)."""
-    if not result.segments:
-        return [_segment(window.start_s, window.end_s, result.text, result)]
-    segments = []
-    for seg in result.segments:
-        end = window.end_s if seg.end is None else window.start_s + seg.end
-        start = min(window.start_s + seg.start, end)
-        segments.append(_segment(start, min(end, window.end_s), seg.text, result))
-    return segments
 
 
 CPU_BATCH_SIZE = 8  # bench/RESULTS.md: 8-16 windows are best on 2 cores
@@ -324,6 +140,34 @@ def auto_batch_size(model: Whisper, beam_size: int = 1, free_bytes=None) -> int:
     return max(1, min(MAX_BATCH_SIZE, fits))
 
 
+def loader_threads(n_items: int) -> int:
+    """Threads that plan windows and cut audio ahead of the model: a few on a big
+    machine (a GPU host), one on a 2-core CPU where the model needs the cores."""
+    return max(1, min(n_items, (os.cpu_count() or 1) // 2, 8))
+
+
+@dataclass
+class _Recording:
+    """What one recording's transcription has gathered so far."""
+
+    audio: np.ndarray
+    probs: np.ndarray  # VAD speech probability per 32 ms frame
+    windows: deque[Window]  # planned windows not yet queued (conditioning)
+    segments: list[Segment] = field(default_factory=list)
+    results: list[DecodingResult] = field(default_factory=list)
+    words: list = field(default_factory=list)
+    context: list[int] = field(default_factory=list)  # text tokens so far
+
+
+@dataclass
+class _Decoded:
+    """A decoded window, judged: what it adds to its recording."""
+
+    segments: list[Segment]
+    tokens: list[int]  # text tokens of the kept segments (for prompts and words)
+    rest: Window | None  # the part to decode again, if any
+
+
 def transcribe_vad_batched(
     model: Whisper,
     tokenizer: WhisperTokenizer,
@@ -331,12 +175,13 @@ def transcribe_vad_batched(
     options: TranscribeOptions,
     on_progress: ProgressFn | None = None,
 ) -> list[Transcription]:
-    """Transcribe files through VAD windows decoded in batches across files.
+    """Transcribe recordings through VAD windows decoded in batches across them.
 
     Parameters
     ----------
     audios
-        Float32 16 kHz mono recordings, each ``(n_samples,)``, any length.
+        Float32 16 kHz mono recordings, each ``(n_samples,)``, any length (or
+        :class:`~s2s_models.audio.FlacAudio`, read slice by slice).
 
     Returns
     -------
@@ -345,191 +190,222 @@ def transcribe_vad_batched(
     """
     with ThreadPoolExecutor(loader_threads(len(audios))) as pool:
         # VAD of several files at once (onnxruntime releases the GIL)
-        plans = list(pool.map(lambda audio: plan_windows(audio, options), audios))
-        return _decode_windows(
-            model, tokenizer, audios, plans, options, on_progress, pool
-        )
-
-
-def loader_threads(n_items: int) -> int:
-    """Threads that plan windows and cut audio ahead of the model: a few on a big
-    machine (a GPU host), one on a 2-core CPU where the model needs the cores."""
-    return max(1, min(n_items, (os.cpu_count() or 1) // 2, 8))
-
-
-def _decode_windows(
-    model: Whisper,
-    tokenizer: WhisperTokenizer,
-    audios: list[np.ndarray],
-    plans: list[list[tuple[float, float]]],
-    options: TranscribeOptions,
-    on_progress: ProgressFn | None,
-    pool: ThreadPoolExecutor,
-) -> list[Transcription]:
-    """Decode the planned windows in batches; the next batch's audio is cut (and,
-    for FlacAudio, decoded) in ``pool`` while the model works on the current one."""
-    windows = [
-        Window(i, start, end) for i, plan in enumerate(plans) for start, end in plan
-    ]
-    # similar lengths in a batch -> similar token counts, few steps at low occupancy
-    windows.sort(key=lambda w: w.duration_s, reverse=True)
-    decoding = options.decoding_options()
-    per_item: list[list[tuple[Window, DecodingResult]]] = [[] for _ in audios]
-    total_s = sum(len(a) for a in audios) / SAMPLE_RATE
-    window_total = sum(w.duration_s for w in windows) or 1.0
-    done = 0.0
-    batch_size = options.batch_size or auto_batch_size(model, options.beam_size)
-    batches = [
-        windows[first : first + batch_size]
-        for first in range(0, len(windows), batch_size)
-    ]
-
-    def cut(batch: list[Window]) -> list[np.ndarray]:
-        return [_samples(audios[w.item], w.start_s, w.end_s) for w in batch]
-
-    ahead = pool.submit(cut, batches[0]) if batches else None
-    for k, batch in enumerate(batches):
-        pieces = ahead.result()
-        if k + 1 < len(batches):
-            ahead = pool.submit(cut, batches[k + 1])
-        results = _decode(
-            model,
-            tokenizer,
-            window_mels(model, pieces, options.feature_padding),
-            options,
-            decoding,
-        )
-        for window, result in zip(batch, results, strict=True):
-            per_item[window.item].append((window, result))
-        done += sum(w.duration_s for w in batch)
-        if on_progress is not None:
-            on_progress(total_s * done / window_total)
-    if on_progress is not None and not windows:
-        on_progress(total_s)
-    default_language = options.language or "en"
-    transcriptions = []
-    for audio, decoded in zip(audios, per_item, strict=True):
-        decoded.sort(key=lambda pair: pair[0].start_s)
-        kept = [(w, r) for w, r in decoded if not is_silence(r, options)]
-        segments = [s for w, r in kept for s in window_segments(w, r, tokenizer)]
-        transcriptions.append(
+        probs = list(pool.map(vad.speech_probabilities, audios))
+        recordings = []
+        for audio, p in zip(audios, probs, strict=True):
+            plan = plan_windows(p, len(audio) / SAMPLE_RATE, options)
+            windows = deque(
+                Window(len(recordings), pieces, index)
+                for index, pieces in enumerate(plan)
+            )
+            recordings.append(_Recording(audio, p, windows))
+        _WindowDecoder(model, tokenizer, recordings, options, on_progress, pool).run()
+    language = options.language or "en"
+    out = []
+    for rec in recordings:
+        order = sorted(range(len(rec.segments)), key=lambda i: rec.segments[i].start_s)
+        segments = clean_segments([rec.segments[i] for i in order], options)
+        words = sorted(rec.words, key=lambda w: w.start_s)
+        out.append(
             assemble(
-                _clean(segments, options),
-                [r for _, r in kept],
-                len(audio) / SAMPLE_RATE,
-                default_language,
+                segments, rec.results, len(rec.audio) / SAMPLE_RATE, language, words
             )
         )
-    return transcriptions
+    return out
 
 
-# ---------------------------------------------------------------------------
-# Mode "sequential": openai-whisper's seek loop, one file at a time
-# ---------------------------------------------------------------------------
-def split_at_timestamps(
-    tokens: list[int], timestamp_begin: int, window_frames: int
-) -> tuple[list[tuple[float, float, list[int]]], int]:
-    """Segments of one window's tokens and how far to move ``seek``.
+class _WindowDecoder:
+    """The decode loop of VAD mode over a queue of windows (see module docstring)."""
 
-    Parameters
-    ----------
-    tokens
-        Sampled tokens of the window (text and timestamp tokens, no end-of-text).
-    timestamp_begin
-        Id of ``<|0.00|>``.
-    window_frames
-        Mel frames of audio in the window (3000, fewer at the end of a file).
-
-    Returns
-    -------
-    (segments, advance)
-        ``segments`` are (start_s, end_s, tokens) relative to the window start,
-        tokens with their timestamp tokens (Whisper's prompt format);
-        ``advance`` is in mel frames: to the end of the last closed segment when
-        the window ends mid-segment, else the whole window.
-    """
-    is_ts = [t >= timestamp_begin for t in tokens]
-    window_s = window_frames * HOP_LENGTH / SAMPLE_RATE
-    single_ending = is_ts[-2:] == [False, True]
-    # a closed segment is followed by the opening timestamp of the next one
-    cuts = [i for i in range(1, len(tokens)) if is_ts[i - 1] and is_ts[i]]
-    if not cuts:
-        stamps = [t for t in tokens if t >= timestamp_begin]
-        end_s = window_s
-        if stamps and stamps[-1] != timestamp_begin:
-            end_s = (stamps[-1] - timestamp_begin) * TIME_PRECISION
-        has_text = any(t < timestamp_begin for t in tokens)
-        return ([(0.0, end_s, tokens)] if has_text else []), window_frames
-    if single_ending:
-        cuts.append(len(tokens))
-    segments, last = [], 0
-    for cut in cuts:
-        piece = tokens[last:cut]
-        start = (piece[0] - timestamp_begin) * TIME_PRECISION
-        end = (piece[-1] - timestamp_begin) * TIME_PRECISION
-        if any(t < timestamp_begin for t in piece):
-            segments.append((start, end, piece))
-        last = cut
-    if single_ending:
-        return segments, window_frames
-    advance = (tokens[last - 1] - timestamp_begin) * FRAMES_PER_TIMESTAMP
-    return segments, advance if advance > 0 else window_frames
-
-
-def transcribe_sequential(
-    model: Whisper,
-    tokenizer: WhisperTokenizer,
-    audio: np.ndarray,
-    options: TranscribeOptions,
-    on_progress: ProgressFn | None = None,
-) -> Transcription:
-    """Transcribe one recording with openai-whisper's seek-by-timestamp loop."""
-    duration_s = len(audio) / SAMPLE_RATE
-    if not vad.probabilities_to_timestamps(
-        vad.speech_probabilities(audio), duration_s, options.vad_options()
-    ):
-        return assemble([], [], duration_s, options.language or "en")
-    # one mel over the whole file + 30 s of zeros; windows are slices of it
-    mel = log_mel_spectrogram(
-        audio, model.dims.n_mels, padding=N_SAMPLES, device=model.device
-    )
-    n_content = mel.shape[-1] - N_FRAMES  # frames of real audio
-    base = options.decoding_options(without_timestamps=False)
-    context: list[int] = (
-        tokenizer.encode(" " + options.initial_prompt.strip())
-        if (options.initial_prompt)
-        else []
-    )
-    segments: list[Segment] = []
-    windows: list[DecodingResult] = []
-    seek = 0
-    while seek < n_content:
-        window_frames = min(N_FRAMES, n_content - seek)
-        window = pad_or_trim(mel[:, seek : seek + N_FRAMES], N_FRAMES)[None]
-        decoding = replace(base, prompt=tuple(context) if context else None)
-        result = _decode(model, tokenizer, window.to(model.device), options, decoding)[
-            0
-        ]
-        offset_s = seek * HOP_LENGTH / SAMPLE_RATE
-        if is_silence(result, options):
-            seek += window_frames
-            continue
-        pieces, advance = split_at_timestamps(
-            list(result.tokens), tokenizer.timestamp_begin, window_frames
+    def __init__(self, model, tokenizer, recordings, options, on_progress, pool):
+        self.model, self.tokenizer, self.options = model, tokenizer, options
+        self.recordings: list[_Recording] = recordings
+        self.on_progress, self.pool = on_progress, pool
+        self.decoding = options.decoding_options()
+        self.batch_size = options.batch_size or auto_batch_size(
+            model, options.beam_size
         )
-        for start, end, piece in pieces:
-            text = tokenizer.decode(piece)  # drops the timestamp tokens
-            segments.append(_segment(offset_s + start, offset_s + end, text, result))
-        windows.append(result)
-        seek += advance
-        if options.condition_on_previous_text and result.temperature <= 0.5:
-            context = (context + [t for *_, piece in pieces for t in piece])[
-                -_MAX_PROMPT:
-            ]
+        self.queue: deque[Window] = deque()
+        if options.condition_on_previous_text:
+            for rec in recordings:  # one window of each recording at a time
+                if rec.windows:
+                    self.queue.append(rec.windows.popleft())
         else:
-            context = []  # a hot window's text is a poor prompt
-        if on_progress is not None:
-            on_progress(min(seek, n_content) * HOP_LENGTH / SAMPLE_RATE)
-    return assemble(
-        _clean(segments, options), windows, duration_s, options.language or "en"
+            planned = [w for rec in recordings for w in rec.windows]
+            # similar lengths in a batch -> similar token counts, few idle rows
+            self.queue.extend(sorted(planned, key=lambda w: -w.duration_s))
+            for rec in recordings:
+                rec.windows.clear()
+        self.total_s = sum(len(r.audio) for r in recordings) / SAMPLE_RATE
+        self.planned_s = sum(w.duration_s for w in self.queue) + sum(
+            w.duration_s for r in recordings for w in r.windows
+        )
+        self.done_s = 0.0
+
+    def run(self) -> None:
+        ahead = None  # (batch, future of its audio) cut while the model works
+        while self.queue or ahead is not None:
+            if ahead is None:
+                batch = self._take()
+                pieces = [w.samples(self.recordings[w.item].audio) for w in batch]
+            else:
+                batch, future = ahead
+                pieces = future.result()
+                ahead = None
+            if not self.options.condition_on_previous_text and self.queue:
+                following = self._take()
+                ahead = (following, self.pool.submit(self._cut, following))
+            self._decode_batch(batch, pieces)
+        if self.on_progress is not None:
+            self.on_progress(self.total_s)
+
+    def _take(self) -> list[Window]:
+        return [
+            self.queue.popleft() for _ in range(min(self.batch_size, len(self.queue)))
+        ]
+
+    def _cut(self, batch: list[Window]) -> list[np.ndarray]:
+        return [w.samples(self.recordings[w.item].audio) for w in batch]
+
+    def _decode_batch(self, batch: list[Window], pieces: list[np.ndarray]) -> None:
+        mel = window_mels(self.model, pieces, self.options.feature_padding)
+        with torch.inference_mode():
+            features = self.model.embed_audio(mel)
+        # windows with the same prompt length decode together
+        groups: dict[int, list[int]] = {}
+        prompts = [self._prompt(w) for w in batch]
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(len(prompt) if prompt else 0, []).append(i)
+        results: list[DecodingResult | None] = [None] * len(batch)
+        for rows in groups.values():
+            prompt = prompts[rows[0]]
+            decoding = replace(self.decoding, prompt=tuple(prompt) if prompt else None)
+            found = decode_with_fallback(
+                self.model, self.tokenizer, features[rows], decoding,
+                temperatures=self.options.temperatures,
+                compression_ratio_threshold=self.options.compression_ratio_threshold,
+                logprob_threshold=self.options.logprob_threshold,
+                no_speech_threshold=self.options.no_speech_threshold,
+                needs_retry=lambda j, r, ws=[batch[i] for i in rows]: (
+                    self._implausible(ws[j], r)
+                ),
+            )  # fmt: skip
+            for i, result in zip(rows, found, strict=True):
+                results[i] = result
+        judged = [self._judge(w, r) for w, r in zip(batch, results, strict=True)]
+        if self.options.word_timestamps:
+            self._add_words(batch, results, judged, features)
+        for window, result, decoded in zip(batch, results, judged, strict=True):
+            rec = self.recordings[window.item]
+            rec.segments += decoded.segments
+            if decoded.segments and not all(
+                s.flag == NO_SPEECH for s in decoded.segments
+            ):
+                rec.results.append(result)
+            rec.context = (rec.context + decoded.tokens)[-MAX_PROMPT:]
+            if decoded.rest is not None:
+                self.queue.append(decoded.rest)
+            else:
+                self.done_s += window.duration_s
+                if rec.windows:  # conditioning: the recording's next window
+                    self.queue.append(rec.windows.popleft())
+        if self.on_progress is not None:
+            self.on_progress(self.total_s * self.done_s / max(self.planned_s, 1e-9))
+
+    def _prompt(self, window: Window) -> list[int] | None:
+        """Previous text when conditioning (cut to a power of two of tokens so that
+        windows of different recordings still batch together), else the initial
+        prompt on every window."""
+        rec = self.recordings[window.item]
+        if self.options.condition_on_previous_text and rec.context:
+            keep = 1 << (min(len(rec.context), MAX_PROMPT).bit_length() - 1)
+            return rec.context[-keep:]
+        if self.options.initial_prompt:
+            return self.tokenizer.encode(" " + self.options.initial_prompt.strip())
+        return None
+
+    def _speech_s(self, window: Window) -> float:
+        probs = self.recordings[window.item].probs
+        return speech_seconds(probs, window.pieces, self.options.vad_threshold)
+
+    def _implausible(self, window: Window, result: DecodingResult) -> bool:
+        """Text that cannot be the window's speech: none although the VAD hears
+        speech (unless Whisper judges it silence), or too many words per second."""
+        n_words = len(result.text.split())
+        if n_words == 0:
+            silent = is_silence(result, self.options)
+            return (
+                not silent and self._speech_s(window) >= self.options.remainder_speech_s
+            )
+        return n_words / max(window.duration_s, 1.0) > self.options.max_words_per_s
+
+    def _judge(self, window: Window, result: DecodingResult) -> _Decoded:
+        """Segments a decoded window adds, and the rest of it to decode again."""
+        options = self.options
+        span = (window.start_s, window.end_s)
+        if is_silence(result, options):
+            if self._speech_s(window) >= options.remainder_speech_s:
+                return _Decoded([_segment(*span, "", result, NO_SPEECH)], [], None)
+            return _Decoded([], [], None)
+        flag = IMPLAUSIBLE_RATE if self._implausible(window, result) else None
+        pieces = list(result.segments)
+        if not pieces:  # decoded without timestamps: the window is one segment
+            tokens = [t for t in result.tokens if t < self.tokenizer.eot]
+            return _Decoded([_segment(*span, result.text, result, flag)], tokens, None)
+        closed = [p for p in pieces if p.end is not None]
+        covered = max((p.end for p in closed), default=0.0)
+        rest = window.after(covered) if covered >= MIN_ADVANCE_S else None
+        if rest is None or self._speech_s(rest) < options.remainder_speech_s:
+            segments = self._segments(window, pieces, result, flag)
+            return _Decoded(segments, _tokens(pieces), None)
+        # decoding stopped before the speech ended: the open end (if any) is
+        # decoded again with the rest of the window
+        segments = self._segments(window, closed, result, flag)
+        if window.attempt + 1 >= MAX_ATTEMPTS:
+            undecoded = _segment(rest.start_s, rest.end_s, "", result, UNDECODED)
+            return _Decoded(segments + [undecoded], _tokens(closed), None)
+        return _Decoded(segments, _tokens(closed), rest)
+
+    def _segments(self, window, pieces, result, flag) -> list[Segment]:
+        out = []
+        for p in pieces:
+            start = window.to_recording(p.start)
+            end = window.end_s if p.end is None else window.to_recording(p.end)
+            out.append(_segment(start, max(start, end), p.text, result, flag))
+        return out
+
+    def _add_words(self, batch, results, judged, features) -> None:
+        """Word timings of every judged window with text (one aligner pass)."""
+        rows = [i for i, d in enumerate(judged) if d.tokens]
+        if not rows:
+            return
+        timings = align_words(
+            self.model, self.tokenizer, features[rows],
+            [judged[i].tokens for i in rows],
+            [round(batch[i].duration_s * SAMPLE_RATE / HOP_LENGTH) for i in rows],
+            [results[i].language for i in rows], self.options.task,
+        )  # fmt: skip
+        for i, words in zip(rows, timings, strict=True):
+            window = batch[i]
+            rec = self.recordings[window.item]
+            before = [w.end_s for w in rec.words if w.end_s <= window.start_s]
+            rec.words += words_in_recording(
+                words, window.to_recording, max(before, default=0.0)
+            )
+
+
+def _tokens(pieces) -> list[int]:
+    return [t for p in pieces for t in p.tokens]
+
+
+def _segment(start_s, end_s, text, result: DecodingResult, flag=None) -> Segment:
+    return Segment(
+        start_s=round(start_s, 3),
+        end_s=round(end_s, 3),
+        text=text,
+        avg_logprob=result.avg_logprob,
+        no_speech_prob=result.no_speech_prob,
+        compression_ratio=result.compression_ratio,
+        temperature=result.temperature,
+        flag=flag,
     )

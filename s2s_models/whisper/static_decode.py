@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -208,6 +209,15 @@ class StaticDecoder:
         self.n = n
 
 
+# One kept decoder per model; it goes when the model does.
+_KEPT: weakref.WeakKeyDictionary[Whisper, StaticDecoder] = weakref.WeakKeyDictionary()
+
+
+def kept_decoder(model: Whisper) -> StaticDecoder | None:
+    """The decoder :func:`static_decoder` keeps for ``model``, if any."""
+    return _KEPT.get(model)
+
+
 @contextlib.contextmanager
 def static_decoder(
     model: Whisper, cache: KVCache, graphs: bool
@@ -218,7 +228,7 @@ def static_decoder(
     fits it and no other thread holds it. Otherwise builds one, which replaces the
     kept one unless that was busy in another thread.
     """
-    kept: StaticDecoder | None = getattr(model, "_static_decoder", None)
+    kept = _KEPT.get(model)
     busy = kept is not None and not kept.lock.acquire(blocking=False)
     if kept is not None and not busy:
         try:
@@ -231,5 +241,5 @@ def static_decoder(
     decoder = StaticDecoder(model, cache, graphs)
     with decoder.lock:
         if not busy:
-            model._static_decoder = decoder
+            _KEPT[model] = decoder
         yield decoder

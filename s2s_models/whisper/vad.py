@@ -10,10 +10,8 @@ turns probabilities into regions, and chunk planning are ours.
 the ones behind its default JIT/ONNX models: probabilities differ by up to 0.3,
 so they are not used.)
 
-Two steps turn audio into decoding windows:
-
-1. ``speech_timestamps`` -> speech regions ``[(start_s, end_s), ...]``.
-2. ``plan_chunks`` -> contiguous windows of at most 30 s whose edges fall in pauses.
+``speech_timestamps`` turns audio into speech regions ``[(start_s, end_s), ...]``;
+:mod:`s2s_models.whisper.windows` plans decoding windows from the probabilities.
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ class VadOptions:
     # speech probability at or above which a frame starts (or resumes) speech
     threshold: float = 0.5
     # probability below which a frame counts as silence; None -> threshold - 0.15
+    # (at most half the threshold)
     neg_threshold: float | None = None
     # speech regions shorter than this are dropped as clicks or breaths
     min_speech_s: float = 0.25
@@ -64,16 +63,14 @@ class VadOptions:
     def silence_threshold(self) -> float:
         if self.neg_threshold is not None:
             return self.neg_threshold
-        return max(self.threshold - 0.15, 0.01)
+        # 0.15 below the threshold, as Silero's own utilities; half of a low one
+        return max(self.threshold - 0.15, self.threshold / 2)
 
 
 @dataclass(frozen=True)
 class ChunkOptions:
     # longest window handed to the decoder (Whisper sees 30 s)
     max_chunk_s: float = 30.0
-    # a pause longer than this always starts a new window, so that long silences
-    # are skipped rather than decoded (Whisper tends to invent text in them)
-    max_gap_s: float = 5.0
     # when one speech region is longer than max_chunk_s it is cut at the quietest
     # frame in the last (1 - min_fill) part of the window
     min_fill: float = 0.5
@@ -81,8 +78,6 @@ class ChunkOptions:
     def verify(self) -> None:
         if self.max_chunk_s <= 1.0:
             raise ValueError("max_chunk_s must be > 1 s")
-        if self.max_gap_s < 0:
-            raise ValueError("max_gap_s must be >= 0")
         if not 0.0 < self.min_fill < 1.0:
             raise ValueError("min_fill must be in (0, 1)")
 
@@ -249,63 +244,12 @@ def speech_timestamps(
     return probabilities_to_timestamps(probs, total_s, options)
 
 
-def plan_chunks(
-    timestamps: list[tuple[float, float]],
-    total_s: float,
-    max_chunk_s: float = 30.0,
-    frame_scores: np.ndarray | None = None,
-    options: ChunkOptions | None = None,
-) -> list[tuple[float, float]]:
-    """Group speech regions into contiguous decoding windows of at most max_chunk_s.
-
-    Neighbouring regions share a window while the window stays within
-    ``max_chunk_s`` and the pause between them is at most ``options.max_gap_s``;
-    windows therefore start and end in pauses. A single region longer than
-    ``max_chunk_s`` is cut at its quietest frame, i.e. the lowest ``frame_scores``
-    value (one score per 32 ms frame, e.g. speech probabilities or frame energy);
-    without scores it is cut into equal parts.
-
-    Parameters
-    ----------
-    timestamps : list of (start_s, end_s)
-        Speech regions as returned by ``speech_timestamps``.
-    total_s : float
-        Duration of the audio, used to clip.
-    max_chunk_s : float
-        Longest window, 30 s for Whisper.
-    frame_scores : np.ndarray, optional
-        (n_frames,) lower means a better place to cut.
-    options : ChunkOptions, optional
-        ``max_chunk_s`` here overrides the argument.
-
-    Returns
-    -------
-    list of (start_s, end_s)
-        Sorted windows, each ``0 < end_s - start_s <= max_chunk_s``.
-    """
-    options = options or ChunkOptions(max_chunk_s=max_chunk_s)
-    options.verify()
-    pieces: list[tuple[float, float]] = []
-    for start, end in timestamps:
-        start, end = max(0.0, start), min(total_s, end)
-        if end > start:
-            pieces.extend(_split_long_region(start, end, frame_scores, options))
-    chunks: list[tuple[float, float]] = []
-    for start, end in pieces:
-        if chunks:
-            chunk_start, chunk_end = chunks[-1]
-            fits = end - chunk_start <= options.max_chunk_s + 1e-6
-            if fits and start - chunk_end <= options.max_gap_s:
-                chunks[-1] = (chunk_start, end)
-                continue
-        chunks.append((start, end))
-    return chunks
-
-
-def _split_long_region(
+def split_long_region(
     start: float, end: float, scores: np.ndarray | None, options: ChunkOptions
 ) -> list[tuple[float, float]]:
-    """Cut one region into pieces of at most max_chunk_s at low-score frames."""
+    """Cut one region into pieces of at most ``max_chunk_s``, each cut at the
+    lowest-scoring frame (e.g. speech probability) of the last ``1 - min_fill`` of
+    its piece; without scores, into equal parts."""
     pieces = []
     max_s = options.max_chunk_s
     while end - start > max_s + 1e-6:  # tolerance: times are sums of floats

@@ -47,6 +47,9 @@ from tasks.stage import StageSpec, list_parts, read_stage, write_part
 FLAG_NAMES = (
     "failed_decode",
     "empty_output",
+    "speech_skipped",
+    "loop_cut",
+    "implausible_rate",
     "hallucination_compression",
     "repeated_ngram",
     "no_speech_with_text",
@@ -225,6 +228,22 @@ def _max_segment_compression(segments: Any) -> float:
     return max((r for r in ratios if r is not None and not math.isnan(r)), default=0.0)
 
 
+# what the decoder recorded in a segment's `flag` -> the utterance's flag
+_SEGMENT_FLAG_NAMES = {
+    "no_speech": "speech_skipped",
+    "undecoded": "speech_skipped",
+    "repetitive": "speech_skipped",
+    "loop_cut": "loop_cut",
+    "implausible_rate": "implausible_rate",
+}
+
+
+def _segment_flags(segments: list) -> list[str]:
+    """Utterance flags for what the decoder left out or cut (segment flags)."""
+    found = {_SEGMENT_FLAG_NAMES.get(s.get("flag")) for s in segments}
+    return [name for name in FLAG_NAMES if name in found]
+
+
 def _quality_flags(row: dict, opts: EvaluationOptions) -> list[str]:
     """Flag names (see FLAG_NAMES) for one merged row joined with its scores.
 
@@ -233,14 +252,14 @@ def _quality_flags(row: dict, opts: EvaluationOptions) -> list[str]:
     if row["status"] != "ok":
         return ["failed_decode"]
     text = row["text"] if isinstance(row["text"], str) else ""
-    if not text.strip():
-        # Silence transcribed as nothing is right when the reference is empty too.
-        return [] if row["reference_norm"] == "" else ["empty_output"]
-    flags = []
-    ratio = row["compression_ratio"]
-    ratio = compression_ratio(text) if pd.isna(ratio) else ratio
     segments = row["segments"]
     segments = list(segments) if isinstance(segments, list | np.ndarray) else []
+    flags = _segment_flags(segments)
+    if not text.strip():
+        # Silence transcribed as nothing is right when the reference is empty too.
+        return flags if row["reference_norm"] == "" else ["empty_output", *flags]
+    ratio = row["compression_ratio"]
+    ratio = compression_ratio(text) if pd.isna(ratio) else ratio
     if max(ratio, _max_segment_compression(segments)) > opts.max_compression_ratio:
         flags.append("hallucination_compression")
     words = normalize_text(text, "basic").split()

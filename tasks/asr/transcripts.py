@@ -43,6 +43,18 @@ SEGMENT_STRUCT = pa.struct(
         ("no_speech_prob", pa.float64()),
         ("compression_ratio", pa.float64()),
         ("temperature", pa.float64()),
+        # null for plain text; else why speech here has no text or less of it:
+        # no_speech, undecoded, loop_cut, repetitive, implausible_rate
+        ("flag", pa.string()),
+    ]
+)
+
+WORD_STRUCT = pa.struct(
+    [
+        ("word", pa.string()),  # as decoded, with its leading space and punctuation
+        ("start_s", pa.float64()),  # seconds from the start of the recording
+        ("end_s", pa.float64()),
+        ("probability", pa.float64()),  # mean probability of its tokens
     ]
 )
 
@@ -118,6 +130,7 @@ def _row(row: dict, result, decode_s: float, meta: dict) -> dict:
         "text": result.text,
         "language": result.language,
         "segments": [dataclasses.asdict(s) for s in result.segments],
+        "words": [dataclasses.asdict(w) for w in result.words],
         "avg_logprob": result.avg_logprob,
         "no_speech_prob": result.no_speech_prob,
         "compression_ratio": result.compression_ratio,
@@ -173,13 +186,14 @@ def compute_transcripts(
 
 TRANSCRIPTS = StageSpec(
     name="transcripts",
-    version=1,
+    version=2,  # 2: segments.flag, words
     columns=(
         ("utt_id", pa.string()),
         ("input_key", pa.string()),
         ("text", pa.string()),
         ("language", pa.string()),
         ("segments", pa.list_(SEGMENT_STRUCT)),
+        ("words", pa.list_(WORD_STRUCT)),  # empty unless word_timestamps
         ("avg_logprob", pa.float64()),
         ("no_speech_prob", pa.float64()),
         ("compression_ratio", pa.float64()),

@@ -52,10 +52,9 @@ from tasks.tts.engines import (
     file_fingerprint,
     resolve_voice_dir,
 )
-from tasks.tts.mels import MELS, TEXT_COLUMNS, TTS_MEL
+from tasks.tts.mels import HOP_LENGTH, MELS, TEXT_COLUMNS, TTS_MEL
 
 VOCODER_NAMES = ("auto", "hifigan", "griffinlim")
-HOP_LENGTH = 256  # samples per SpeechT5 mel frame at 16 kHz
 MIN_GRIFFINLIM_FRAMES = 8
 MEL_FLOOR_LOG = -10.0  # log10 of SpeechT5's mel floor (1e-10): silence
 HIFIGAN_FRAMES_PER_BATCH = 8192  # padded mel frames per HiFi-GAN call (~131 s)

@@ -222,6 +222,7 @@ class PiperEngine:
             raise EngineError(f"piper voice {model_path}: .onnx or .onnx.json missing")
         self.voice = PiperVoice.load(model_path, config_path)
         self.sample_rate = int(self.voice.config.sample_rate)
+        self.language = str(self.voice.config.espeak_voice)  # "en-us" for joe
         self.fingerprint = fingerprint(
             "piper",
             _package_version("piper-tts"),
@@ -251,6 +252,7 @@ class EspeakEngine:
             )
         self.program = program
         self.voice = "en-us" if voice == "default" else voice
+        self.language = self.voice
         self.words_per_min = words_per_min
         version = subprocess.run(
             [program, "--version"], capture_output=True, text=True, timeout=30
@@ -297,6 +299,12 @@ def load_teacher(engine: str, voice: str = "default") -> PiperEngine | EspeakEng
     if engine == "espeak":
         return EspeakEngine(voice)
     raise EngineError(f"unknown teacher engine {engine!r}; choose from {TEACHERS}")
+
+
+def speaks_english(engine: str, voice: str) -> bool:
+    """Whether a teacher's voice is English: then it is given our English-normalised
+    text (``normalize_english``), the same words our voices are trained to say."""
+    return load_teacher(engine, voice).language.lower().startswith("en")
 
 
 def engine_fingerprint(engine: str, voice: str) -> str:

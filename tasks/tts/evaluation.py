@@ -8,17 +8,24 @@ Per utterance:
 * predicted MOS: DNSMOS (``speechmos``: SIG, BAK, OVRL and P.808) on the 16 kHz
   audio; clips shorter than DNSMOS's 9 s window are tiled to fill it, by the
   package itself;
-* duration and speaking rate (characters per second, words per minute).
+* duration and speaking rate (characters per second, words per minute), and the
+  seconds per phoneme of the text actually spoken (`normalized_text`, counted by
+  our English front end whatever the engine): `duration_flag` is `too_short`
+  below 0.045 s per phoneme (cut short, or words skipped) and `too_long` above
+  0.25 s (babbling on, long silences).
 
 `summarize_tts` then reads every stage of the run and writes
 ``tts_evaluation/_summary.json``: counts and failures per stage, corpus round-trip
-WER/CER with bootstrap CIs, mean DNSMOS, stop-token failures, duration and rate
-statistics, and synthesis RTFx (audio seconds per second of synthesis + vocoder
-compute, model loading excluded, summed over rows so resumed runs count whole).
+WER/CER with bootstrap CIs, mean DNSMOS, stop failures (cut at the step limit, or
+stopped far too early on every seed tried), implausible durations, duration and
+rate statistics, and synthesis RTFx (audio seconds per second of synthesis +
+vocoder compute, model loading excluded, summed over rows so resumed runs count
+whole).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -31,6 +38,7 @@ import pyarrow as pa
 
 from s2s_models import TranscribeOptions
 from s2s_models.audio import SAMPLE_RATE
+from s2s_models.speecht5.phonemes import PhonemeTokenizer
 from tasks.asr.models import get_asr
 from tasks.codecs import decode_flac
 from tasks.metrics import NORMALIZERS, normalize_text, ratio_with_ci, score_pair
@@ -47,6 +55,9 @@ from tasks.tts.audio import AUDIO
 from tasks.tts.mels import MELS
 from tasks.tts.requests import TTS_REQUESTS
 
+# plausible seconds per phoneme: normal speech is about 0.06-0.1
+MIN_SECONDS_PER_PHONEME = 0.045
+MAX_SECONDS_PER_PHONEME = 0.25
 DNSMOS_KEYS = {
     "dnsmos_sig": "sig_mos",
     "dnsmos_bak": "bak_mos",
@@ -112,6 +123,31 @@ def dnsmos_scores(audio: np.ndarray) -> dict[str, float | None]:
     return {ours: float(scores[theirs]) for ours, theirs in DNSMOS_KEYS.items()}
 
 
+@functools.cache
+def _front_end() -> PhonemeTokenizer:
+    return PhonemeTokenizer.for_front_end("phonemes")
+
+
+def count_phonemes(text: str) -> int:
+    """Phonemes of ``text`` read by our English front end (normalised again: a
+    no-op on our own normalised text)."""
+    tokenizer = _front_end()
+    try:
+        return tokenizer.count_units(tokenizer.encode(text).ids)
+    except ValueError:  # refused (mostly markup): nothing to count
+        return 0
+
+
+def duration_flag(seconds: float, n_phonemes: int) -> str | None:
+    """'too_short' / 'too_long' when ``seconds`` per phoneme is implausible."""
+    if n_phonemes == 0:
+        return None
+    per = seconds / n_phonemes
+    if per < MIN_SECONDS_PER_PHONEME:
+        return "too_short"
+    return "too_long" if per > MAX_SECONDS_PER_PHONEME else None
+
+
 def _transcribe_all(asr, audios, options: TranscribeOptions) -> list:
     """Transcripts, or the exception per item when a batch fails."""
     return run_isolating_failures(
@@ -122,25 +158,31 @@ def _transcribe_all(asr, audios, options: TranscribeOptions) -> list:
 def compute_tts_evaluation(
     rows: Iterable[dict], params: TtsEvaluationParams, asr=None
 ) -> list[dict]:
-    """Pure stage logic. `rows` carry utt_id, input_key, text and the `audio` cell
-    (16 kHz FLAC); `asr` is the round-trip model (default: this process's
-    `get_asr`). Returns one tts_evaluation row per input."""
+    """Pure stage logic. `rows` carry utt_id, input_key, text, normalized_text and
+    the `audio` cell (16 kHz FLAC); `asr` is the round-trip model (default: this
+    process's `get_asr`). Returns one tts_evaluation row per input."""
     options = params.options
     options.verify()
     if asr is None:
         asr = get_asr(options.asr_model, options.device)
-    keyed, audios = [], []
+    keyed, spoken, audios = [], [], []
     for row in rows:
         keyed.append({k: row[k] for k in ("utt_id", "input_key", "text")})
+        spoken.append(row.get("normalized_text") or row["text"] or "")
         audios.append(decode_flac(row["audio"]["bytes"])[0])
     asr_options = TranscribeOptions(batch_size=options.asr_batch_size)
     hypotheses = _transcribe_all(asr, audios, asr_options)
     out = []
-    for row, audio, hyp in zip(keyed, audios, hypotheses, strict=True):
+    for row, said, audio, hyp in zip(keyed, spoken, audios, hypotheses, strict=True):
+        n_phonemes = count_phonemes(said)
+        dur = audio.size / SAMPLE_RATE
         base = {
             **row,
             "asr_model": options.asr_model,
-            "duration_s": audio.size / SAMPLE_RATE,
+            "duration_s": dur,
+            "n_phonemes": n_phonemes,
+            "seconds_per_phoneme": dur / n_phonemes if n_phonemes else None,
+            "duration_flag": duration_flag(dur, n_phonemes),
         }
         if isinstance(hyp, Exception):
             out.append({**base, "status": "failed", "error": f"ASR: {error_text(hyp)}"})
@@ -148,7 +190,6 @@ def compute_tts_evaluation(
         ref_norm = normalize_text(row["text"] or "", options.normalizer)
         hyp_norm = normalize_text(hyp, options.normalizer)
         s = score_pair(ref_norm, hyp_norm)
-        dur = base["duration_s"]
         text = row["text"] or ""
         base.update(
             hypothesis=hyp,
@@ -176,7 +217,7 @@ def compute_tts_evaluation(
 
 TTS_EVALUATION = StageSpec(
     name="tts_evaluation",
-    version=1,
+    version=2,  # 2: n_phonemes, seconds_per_phoneme, duration_flag
     columns=(
         ("utt_id", pa.string()),
         ("input_key", pa.string()),
@@ -193,6 +234,9 @@ TTS_EVALUATION = StageSpec(
         ("duration_s", pa.float64()),
         ("chars_per_s", pa.float64()),  # characters of text per second of audio
         ("words_per_min", pa.float64()),
+        ("n_phonemes", pa.int32()),  # of normalized_text, by our English front end
+        ("seconds_per_phoneme", pa.float64()),
+        ("duration_flag", pa.string()),  # too_short | too_long | null (plausible)
         ("dnsmos_sig", pa.float64()),  # null when DNSMOS was not run
         ("dnsmos_bak", pa.float64()),
         ("dnsmos_ovrl", pa.float64()),
@@ -203,7 +247,7 @@ TTS_EVALUATION = StageSpec(
     upstream=AUDIO,
     key=eval_key,
     compute=compute_tts_evaluation,
-    inputs=("text", "audio"),
+    inputs=("text", "normalized_text", "audio"),
 )
 TTS_STAGES = (TTS_REQUESTS, MELS, AUDIO, TTS_EVALUATION)
 
@@ -251,7 +295,9 @@ def compute_tts_summary(
     ok_mels, ok_audio = mels[mels["status"] == "ok"], audio[audio["status"] == "ok"]
     compute_s = float(ok_mels["synth_seconds"].sum() + ok_audio["vocode_seconds"].sum())
     audio_s = float(ok_audio["duration_s"].sum())
-    n_stop_fail = int(ok_mels["hit_max_length"].sum())
+    cut_short = ok_mels["cut_short"].fillna(False).astype(bool)
+    n_stop_fail = int((ok_mels["hit_max_length"].astype(bool) | cut_short).sum())
+    flags = ok_ev["duration_flag"].dropna()
     clean = lambda x: None if x is None or math.isnan(x) else x  # noqa: E731
     summary = {
         "n_requests": len(req),
@@ -270,6 +316,12 @@ def compute_tts_summary(
         "dnsmos": {k: _stats(ok_ev[k]) for k in DNSMOS_KEYS},
         "n_stop_failures": n_stop_fail,
         "stop_failure_rate": n_stop_fail / len(ok_mels) if len(ok_mels) else None,
+        "n_cut_short": int(cut_short.sum()),
+        "n_duration_flags": {
+            f: int((flags == f).sum()) for f in ("too_short", "too_long")
+        },
+        "duration_flagged": sorted(ok_ev.loc[flags.index, "utt_id"]),
+        "seconds_per_phoneme": _stats(ok_ev["seconds_per_phoneme"]),
         "audio_seconds": audio_s,
         "duration_s": _stats(ok_audio["duration_s"]),
         "chars_per_s": _stats(ok_ev["chars_per_s"]),
@@ -283,7 +335,7 @@ def compute_tts_summary(
 
 _READ = {  # the columns of each stage the summary needs (None: all)
     TTS_REQUESTS: ["utt_id", "status", "error"],
-    MELS: ["utt_id", "status", "error", "hit_max_length", "synth_seconds"],
+    MELS: ["utt_id", "status", "error", "hit_max_length", "cut_short", "synth_seconds"],
     AUDIO: ["utt_id", "status", "error", "duration_s", "vocode_seconds"],
     TTS_EVALUATION: None,
 }

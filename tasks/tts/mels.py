@@ -2,9 +2,11 @@
 teacher engine.
 
 A SpeechT5 voice generates every sentence chunk of every request in length-sorted
-batches and the chunks' mels are joined in order. For teacher engines the stage
-stores the SpeechT5 log-mel of the engine's own audio (so the dataset can train our
-model) and that audio, at 16 kHz, for the `audio` stage.
+batches and the chunks' mels are joined in order. A chunk whose audio is far
+shorter than its phonemes need is generated again with other seeds, and flagged
+`cut_short` (and counted as a stop failure) if it stays short. For teacher engines
+the stage stores the SpeechT5 log-mel of the engine's own audio (so the dataset can
+train our model) and that audio, at 16 kHz, for the `audio` stage.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch
 
 from s2s_models.audio import SAMPLE_RATE
 from s2s_models.device import resolve_device
-from s2s_models.speecht5 import generate_speech
+from s2s_models.speecht5.generation import generate_speech_checked
+from s2s_models.speecht5.tokenizer import pad_batch
 from s2s_models.vocoders import speecht5_log_mel
 from tasks.codecs import AUDIO_STRUCT, MelBlob, audio_cell
 from tasks.stage import (
@@ -37,7 +40,7 @@ from tasks.tts.engines import (
     load_teacher,
     speaker_tensor,
 )
-from tasks.tts.requests import TTS_REQUESTS, split_sentences
+from tasks.tts.requests import TTS_REQUESTS, sentence_chunks
 
 # What every TTS stage after tts_requests carries on, row by row.
 TEXT_COLUMNS = (
@@ -50,6 +53,13 @@ TEXT_COLUMNS = (
 # (n_frames, n_mels) SpeechT5 log10 mel, frame-major (as SpeechT5 predicts and
 # trains on it): 16 kHz, hop 256, window 1024, 80 Slaney bins 80-7600 Hz.
 TTS_MEL = MelBlob("log_mel", ("n_frames", "n_mels"))
+HOP_LENGTH = 256  # samples per SpeechT5 mel frame
+FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH
+# Fewest seconds a phoneme (or letter) plausibly takes: speech at 12-15 phonemes per
+# second is about 0.07 s each; an utterance that stops at under 0.045 s per unit is
+# cut short (the first default voice stopping after "Dr." of a 42-phoneme sentence
+# gave 0.033 s per phoneme).
+MIN_SECONDS_PER_UNIT = 0.045
 
 
 @dataclass(frozen=True)
@@ -68,19 +78,32 @@ def mel_key(request_key: str, params: MelsParams) -> str:
     return fingerprint(MELS.name, request_key, params.engine_fp, settings, params.limit)
 
 
-def _generate_batch(voice, texts: list[str], speaker, options) -> tuple[list, list]:
+def min_frames(tokenizer, ids: list[int]) -> int:
+    """Fewest frames the text of ``ids`` plausibly needs (0 when the tokenizer
+    cannot count phonemes: the published character voices)."""
+    count = getattr(tokenizer, "count_units", None)
+    if count is None:
+        return 0
+    return int(count(ids) * MIN_SECONDS_PER_UNIT * FRAMES_PER_SECOND)
+
+
+def _generate_batch(voice, texts: list[str], speaker, options) -> list[tuple]:
+    """(mel, stopped, cut_short) per text."""
     device = voice.model.feat_out.weight.device
-    enc = voice.tokenizer.encode_batch(texts)
+    encoded = [voice.tokenizer.encode(t) for t in texts]
+    enc = pad_batch(encoded, voice.tokenizer.pad_id)
     if speaker is not None:
         speaker = speaker.to(device)
-    result = generate_speech(
+    result = generate_speech_checked(
         voice.model,
         enc.input_ids.to(device),
         enc.attention_mask.to(device),
         speaker,
         options.generation(),
+        [min_frames(voice.tokenizer, e.ids) for e in encoded],
     )
-    return [m.float().cpu().numpy() for m in result.mels], result.stopped
+    mels = [m.float().cpu().numpy() for m in result.mels]
+    return list(zip(mels, result.stopped, result.cut_short, strict=True))
 
 
 def compute_mels_speecht5(
@@ -93,18 +116,16 @@ def compute_mels_speecht5(
     pieces = [
         (i, chunk)
         for i, row in enumerate(rows)
-        for chunk in split_sentences(row["normalized_text"], limit)
+        for chunk in sentence_chunks(row["normalized_text"], limit)
     ]
     order = sorted(range(len(pieces)), key=lambda p: len(pieces[p][1]))
     mels: list = [None] * len(pieces)
-    stops: list = [None] * len(pieces)
+    stops: list = [None] * len(pieces)  # (stopped, cut_short) per chunk
     errors: list = [None] * len(pieces)
     seconds = [0.0] * len(pieces)
 
-    def generate(batch: list[int]) -> list[tuple]:  # (mel, stopped) per chunk
-        texts = [pieces[p][1] for p in batch]
-        mels_, stops_ = _generate_batch(voice, texts, speaker, synthesis)
-        return list(zip(mels_, stops_, strict=True))
+    def generate(batch: list[int]) -> list[tuple]:  # (mel, stopped, cut_short)
+        return _generate_batch(voice, [pieces[p][1] for p in batch], speaker, synthesis)
 
     for start in range(0, len(order), synthesis.batch_size):
         batch = order[start : start + synthesis.batch_size]
@@ -115,7 +136,7 @@ def compute_mels_speecht5(
             if isinstance(outcome, Exception):
                 errors[p] = error_text(outcome)
             else:
-                results.append((p, *outcome))
+                results.append((p, outcome[0], outcome[1:]))
         wall = time.perf_counter() - t0
         frames = sum(m.shape[0] for _, m, _ in results) or 1
         for p, m, s in results:
@@ -128,8 +149,10 @@ def compute_mels_speecht5(
             out.append(failed_row(row, f"chunk failed: {failed[0]}"))
             continue
         mel = np.concatenate([mels[p] for p in mine])  # (n_frames, n_mels)
-        stopped = all(stops[p] for p in mine)
-        out.append(_mel_row(row, mel, stopped, None, sum(seconds[p] for p in mine)))
+        stopped = all(stops[p][0] for p in mine)
+        cut_short = any(stops[p][1] for p in mine)
+        seconds_ = sum(seconds[p] for p in mine)
+        out.append(_mel_row(row, mel, stopped, None, seconds_, cut_short))
     return out
 
 
@@ -154,12 +177,13 @@ def compute_mels_teacher(engine, rows: list[dict]) -> list[dict]:
     return out
 
 
-def _mel_row(row, mel, stopped, engine_audio, seconds) -> dict:
+def _mel_row(row, mel, stopped, engine_audio, seconds, cut_short=False) -> dict:
     return {
         **row,
         **TTS_MEL.cells(mel),
         "stopped": bool(stopped),
         "hit_max_length": not stopped,
+        "cut_short": bool(cut_short),
         "engine_audio": engine_audio,
         "synth_seconds": float(seconds),
         "status": "ok",
@@ -183,7 +207,7 @@ def compute_mels(rows: Iterable[dict], params: MelsParams) -> list[dict]:
 
 MELS = StageSpec(
     name="mels",
-    version=2,  # 2: the mel as a float16 blob (TTS_MEL), not list<list<float16>>
+    version=3,  # 2: cut_short; 3: the mel as a float16 blob (TTS_MEL)
     columns=(
         *TEXT_COLUMNS,
         ("engine", pa.string()),  # speecht5 | piper | espeak
@@ -192,6 +216,8 @@ MELS = StageSpec(
         ("log_mel", pa.binary()),  # TTS_MEL: a float16 blob (tasks.codecs)
         ("stopped", pa.bool_()),  # the stop token ended every chunk
         ("hit_max_length", pa.bool_()),  # some chunk was cut at the step limit
+        # some chunk stopped far shorter than its phonemes need, on every seed tried
+        ("cut_short", pa.bool_()),
         # teacher engines: their own audio, resampled to 16 kHz mono FLAC; null for
         # speecht5 (the audio stage vocodes the mel)
         ("engine_audio", AUDIO_STRUCT),

@@ -291,8 +291,10 @@ def report_tts_run(
     ev = read_stage(run_dir, TTS_EVALUATION).to_pandas()
     with open(summary_path(run_dir)) as fh:
         summary = json.load(fh)
-    mels_meta = read_stage(run_dir, MELS, ["utt_id", "hit_max_length"]).to_pandas()
+    columns = ["utt_id", "hit_max_length", "cut_short"]
+    mels_meta = read_stage(run_dir, MELS, columns).to_pandas()
     cut = mels_meta["hit_max_length"].fillna(False).astype(bool)
+    cut |= mels_meta["cut_short"].fillna(False).astype(bool)
     stop_failures = sorted(mels_meta.loc[cut, "utt_id"])
     ok = ev[ev["status"] == "ok"].sort_values("wer", ascending=False)
     worst = ok[ok["wer"] > 0].head(n_worst)["utt_id"].tolist()

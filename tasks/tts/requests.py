@@ -8,8 +8,14 @@ that cannot be used becomes a failed row with the reason; nothing else is lost:
 * empty text, or text with nothing left after normalisation, fails;
 * text longer than `max_chars` characters is refused (a dataset utterance is a
   sentence or a paragraph, not a chapter: split such text into lines yourself);
-* text up to `max_chars` is split at sentence boundaries (then at commas, then at
-  spaces) into chunks the model handles; the chunks' mels are joined in order;
+* text is normalised into the words to say (`normalized_text`, what the engine is
+  asked to say): by the voice's own front end for a SpeechT5 voice (our
+  `en-arpabet-v2` voices expand numbers, dates, money, abbreviations, acronyms,
+  URLs and strip markup: `s2s_models.speecht5.normalize`), by the same English
+  normaliser for an English teacher voice; text that is mostly markup fails;
+* a SpeechT5 voice says each sentence as its own chunk (a period inside a chunk
+  could end it early), cut further at commas, then spaces, when longer than the
+  model handles (the `mels` stage joins the chunks' mels in order);
 * characters outside a SpeechT5 voice's vocabulary are normalised where possible
   (typographic quotes and dashes, letter case) and otherwise removed and listed
   in `unknown_chars`; the row still succeeds when something is left to say.
@@ -32,10 +38,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from s2s_models.speecht5.normalize import TextRefused, normalize_english
 from s2s_models.speecht5.tokenizer import normalize_text
 from tasks.stage import ROW_STATUS, StageSpec, fingerprint
 from tasks.stage.plan import StagePlan, chunked, done_rows, is_done
-from tasks.tts.engines import SynthesisOptions, load_speecht5_voice, load_tokenizer
+from tasks.tts.engines import (
+    SynthesisOptions,
+    load_speecht5_voice,
+    load_tokenizer,
+    speaks_english,
+)
 
 TEXT_EXTENSIONS = (".txt", ".csv", ".jsonl", ".parquet")
 
@@ -156,6 +168,13 @@ def read_texts(inputs: list[str]) -> list[TextItem]:
 # ---------------------------------------------------------------- tts_requests
 
 
+def sentence_chunks(text: str, max_chars: int) -> list[str]:
+    """One chunk per sentence, each cut further by `split_sentences` when longer
+    than `max_chars`."""
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    return [c for s in sentences if s for c in split_sentences(s, max_chars)]
+
+
 def split_sentences(text: str, max_chars: int) -> list[str]:
     """Chunks of at most `max_chars`, cut after sentence ends, else after commas,
     semicolons or colons, else at spaces, else anywhere."""
@@ -204,7 +223,18 @@ def request_key(item: TextItem, options: TextOptions, engine_fp: str) -> str:
     )
 
 
-def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit) -> dict:
+def normalize_request(text: str, tokenizer, english: bool) -> tuple[str, list[str]]:
+    """What the engine will say, and the characters removed as unknown: the voice's
+    own front end, else (a teacher) the English normaliser when the teacher speaks
+    English. Raises TextRefused for text that is mostly markup."""
+    if tokenizer is not None:
+        return tokenizer.normalize_text(text)
+    return (normalize_english(text), []) if english else normalize_text(text)
+
+
+def _request_row(
+    item: TextItem, key: str, tokenizer, max_chars: int, limit: int, english: bool
+) -> dict:
     row = {
         "utt_id": item.utt_id,
         "input_key": key,
@@ -223,8 +253,10 @@ def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit) -> dict:
             "error": f"text has {len(item.text)} characters, more than "
             f"max_chars={max_chars}: split it into shorter lines",
         }
-    vocabulary = None if tokenizer is None else tokenizer.vocabulary
-    normalized, unknown = normalize_text(item.text, vocabulary)
+    try:
+        normalized, unknown = normalize_request(item.text, tokenizer, english)
+    except TextRefused as exc:
+        return {**row, "error": f"text refused: {exc}"}
     row["unknown_chars"] = unknown
     if not normalized:
         return {
@@ -232,7 +264,8 @@ def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit) -> dict:
             "error": "nothing left to say after normalisation"
             + (f" (unknown characters {''.join(unknown)!r})" if unknown else ""),
         }
-    chunks = split_sentences(normalized, limit)
+    split = split_sentences if tokenizer is None else sentence_chunks
+    chunks = split(normalized, limit)
     if tokenizer is None:
         n_tokens = len(normalized) + len(chunks)
     else:
@@ -248,22 +281,33 @@ def _request_row(item: TextItem, key: str, tokenizer, max_chars, limit) -> dict:
     }
 
 
-def compute_tts_requests(rows: Iterable[dict], params: TtsRequestsParams) -> list[dict]:
-    """Pure stage logic: one checked row per keyed text item (`keyed_item`); the
-    vocabulary is the SpeechT5 voice's (teacher engines say any text)."""
-    params.text.verify()
-    tokenizer = None
-    if params.synthesis.engine == "speecht5":
-        tokenizer = load_tokenizer(params.synthesis.voice)
+def request_rows(
+    rows: Iterable[dict], tokenizer, english: bool, options: TextOptions, limit: int
+) -> list[dict]:
+    """One checked row per keyed text item (`keyed_item`). `tokenizer`: the SpeechT5
+    voice's, whose front end normalises the text; None for a teacher, which gets
+    the text through the English normaliser when `english`, else as it is."""
+    options.verify()
     out = []
     for row in rows:
         item = TextItem(**{k: v for k, v in row.items() if k != "input_key"})
+        key = row["input_key"]
         out.append(
-            _request_row(
-                item, row["input_key"], tokenizer, params.text.max_chars, params.limit
-            )
+            _request_row(item, key, tokenizer, options.max_chars, limit, english)
         )
     return out
+
+
+def compute_tts_requests(rows: Iterable[dict], params: TtsRequestsParams) -> list[dict]:
+    """Pure stage logic: `request_rows` with the engine's tokenizer (SpeechT5) or
+    language (teachers)."""
+    synthesis = params.synthesis
+    tokenizer, english = None, True
+    if synthesis.engine == "speecht5":
+        tokenizer = load_tokenizer(synthesis.voice)
+    else:
+        english = speaks_english(synthesis.engine, synthesis.voice)
+    return request_rows(rows, tokenizer, english, params.text, params.limit)
 
 
 def keyed_item(item: TextItem, key: str) -> dict:

@@ -1,6 +1,11 @@
-"""The phoneme front end of our own voices (CMUdict + spelled fallback)."""
+"""The phoneme front ends of our own voices: cmudict-arpabet (CMUdict + spelled
+fallback, the first default voice's) and en-arpabet-v2 (English normalisation, CMUdict,
+then the G2P model)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 
@@ -9,8 +14,11 @@ from s2s_models.speecht5.phonemes import (
     Lexicon,
     PhonemeTokenizer,
     number_words,
+    text_to_phonemes,
     text_to_symbols,
 )
+
+DEFAULT_VOICE = Path(__file__).parents[2] / "s2s_models" / "voices" / "default"
 
 
 @pytest.mark.parametrize(
@@ -22,11 +30,17 @@ from s2s_models.speecht5.phonemes import (
         (105, "one hundred five"),
         (1905, "one thousand nine hundred five"),
         (2_000_017, "two million seventeen"),
-        (10**12, "one zero zero zero zero zero zero zero zero zero zero zero zero"),
+        (10**12, "one trillion"),
+        (10**15, "one" + " zero" * 15),
     ],
 )
 def test_number_words(n, words):
     assert number_words(n) == words
+
+
+def test_v1_reads_thirteen_digits_one_by_one():
+    symbols, _ = text_to_symbols(str(10**12), Lexicon.bundled())
+    assert symbols.count("Z") == 12  # "one" then twelve "zero"s, as it always did
 
 
 def test_symbols_words_punctuation_and_fallbacks():
@@ -43,7 +57,7 @@ def test_symbols_words_punctuation_and_fallbacks():
 
 
 def test_tokenizer_roundtrip_and_batch(tmp_path):
-    tok = PhonemeTokenizer(PhonemeTokenizer.default_symbols())
+    tok = PhonemeTokenizer(PhonemeTokenizer.default_symbols(), "phonemes-v1")
     assert len(tok) == 4 + 1 + 7 + len(PHONEMES)
     tok.save(tmp_path)
     again = PhonemeTokenizer.from_pretrained(tmp_path)
@@ -73,9 +87,59 @@ def test_character_front_end_roundtrip(tmp_path):
 
 def test_front_end_is_read_back_and_checked(tmp_path):
     PhonemeTokenizer.for_front_end("phonemes").save(tmp_path)
+    assert json.loads((tmp_path / "phonemes.json").read_text())["front_end"] == (
+        "en-arpabet-v2"
+    )
     assert PhonemeTokenizer.from_pretrained(tmp_path).front_end == "phonemes"
+    (tmp_path / "phonemes.json").write_text('{"symbols": ["<s>", "<pad>", "</s>", '
+                                            '"<unk>"]}')  # fmt: skip
+    assert PhonemeTokenizer.from_pretrained(tmp_path).name == "cmudict-arpabet"
     (tmp_path / "phonemes.json").write_text('{"front_end": "klingon", "symbols": []}')
     with pytest.raises(ValueError, match="unknown front end 'klingon'"):
         PhonemeTokenizer.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="front end must be one of"):
         PhonemeTokenizer([], "klingon")
+
+
+def test_old_voice_keeps_its_front_end():
+    """The shipped default voice says cmudict-arpabet and is read exactly as before:
+    digits read, unknown words spelled, no other normalisation."""
+    tok = PhonemeTokenizer.from_pretrained(DEFAULT_VOICE)
+    assert tok.front_end == "phonemes-v1" and tok.name == "cmudict-arpabet"
+    enc = tok.encode("Dr. Smith paid $5 to Qzxv.")
+    assert enc.text == "Dr. Smith paid 5 to Qzxv."
+    assert enc.unknown_chars == ["$"]
+    assert tok.decode(enc.ids).startswith("D R AY1 V | . | S M IH1 TH")
+    assert "F AY1 V" in tok.decode(enc.ids)
+
+
+def test_v2_shares_the_inventory_and_normalises():
+    v1, v2 = (PhonemeTokenizer.for_front_end(k) for k in ("phonemes-v1", "phonemes"))
+    assert v1.symbols == v2.symbols  # one inventory: a v1 voice can read v2 ids
+    enc = v2.encode("Dr. Smith paid $5.")
+    assert enc.text == "Doctor Smith paid five dollars."
+    assert v2.decode(enc.ids) == (
+        "D AA1 K T ER0 | S M IH1 TH | P EY1 D | F AY1 V | D AA1 L ER0 Z | ."
+    )
+    assert v2.count_units(enc.ids) == 20  # phonemes only: no boundaries, no "."
+
+
+def test_v2_letters_article_and_guessed_words():
+    lexicon = Lexicon.bundled()
+    calls = []
+
+    def guess(words):
+        calls.append(list(words))
+        return [["G", "EH1", "S"] for _ in words]
+
+    symbols, guessed = text_to_phonemes(
+        "A cat met the F B I's A B C, and Zqfoo.", lexicon, guess
+    )
+    assert guessed == ["zqfoo"] and calls == [["zqfoo"]]  # one batch, lexicon first
+    text = " ".join("|" if s == " " else s for s in symbols)
+    assert text.startswith("AH0 | K AE1 T")  # sentence-initial "A" is the article
+    assert "EH1 F | B IY1 | AY1 Z" in text  # letters, and "I's" with its ending
+    assert "EY1 | B IY1 | S IY1 | ," in text  # "A" inside an acronym is a letter
+    assert text.endswith("G EH1 S | .")  # the guess, not a spelling
+    spelled, _ = text_to_phonemes("Zqfoo.", lexicon, lambda w: [[] for _ in w])
+    assert spelled[:2] == ["Z", "IY1"]  # no guess: spelled letter by letter

@@ -17,7 +17,7 @@ from s2s_models.speecht5 import (
     load_speecht5,
     save_speecht5,
 )
-from s2s_models.speecht5.generation import step_limits
+from s2s_models.speecht5.generation import generate_speech_checked, step_limits
 
 TINY = SpeechT5Dims(
     n_state=32,
@@ -255,3 +255,24 @@ def test_load_rejects_foreign_or_damaged_checkpoints(tmp_path):
     (tmp_path / "voice" / "config.json").write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match="not a SpeechT5"):
         load_speecht5(tmp_path / "voice")
+
+
+def test_checked_generation_retries_and_flags_cut_short(stopping_model):
+    """An utterance that stops before its min_frames is tried again with other seeds;
+    the longest try is kept, and cut_short says whether every try was short."""
+    ids, mask = random_batch(BATCH_LENGTHS, seed=1)
+    opts = GenerationOptions(seed=3, maxlenratio=80 / 23)
+    plain = generate_speech(stopping_model, ids, mask, None, opts)
+    # no minimum: nothing is retried, the result is generate_speech's
+    same = generate_speech_checked(stopping_model, ids, mask, None, opts, [0] * 5)
+    assert same.lengths == plain.lengths and same.cut_short == [False] * 5
+    # a minimum no try can reach: every stopped item is retried and flagged
+    tall = [10_000] * 5
+    out = generate_speech_checked(stopping_model, ids, mask, None, opts, tall)
+    assert out.cut_short == plain.stopped
+    assert all(a >= b for a, b in zip(out.lengths, plain.lengths, strict=True))
+    # the first item alone needs more than its first try gave: only it is retried
+    need = [plain.lengths[0] + 1] + [0] * 4
+    one = generate_speech_checked(stopping_model, ids, mask, None, opts, need)
+    assert one.lengths[1:] == plain.lengths[1:] and one.cut_short[1:] == [False] * 4
+    assert one.cut_short[0] == (one.lengths[0] < need[0])

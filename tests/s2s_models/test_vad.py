@@ -1,24 +1,14 @@
 """Silero VAD wrapper, the probability state machine, and chunk planning."""
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from s2s_models.whisper import vad
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "longform"
 SR = vad.VAD_SAMPLE_RATE
-
-
-@pytest.fixture(scope="module")
-def speech_60s():
-    audio, sr = sf.read(FIXTURES / "speech_60s.flac", dtype="float32")
-    assert sr == SR
-    meta = json.loads((FIXTURES / "speech_60s.json").read_text())
-    return audio, meta
 
 
 def _overlap(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -155,23 +145,6 @@ def test_padding_shares_short_gaps():
     assert b1 == pytest.approx(60 * vad.FRAME_S + 0.3, abs=1e-3)
 
 
-def test_plan_chunks_merges_and_never_exceeds_limit():
-    regions = [(0.5, 4.0), (5.0, 12.0), (13.0, 29.0), (31.0, 40.0), (52.0, 55.0)]
-    chunks = vad.plan_chunks(regions, total_s=60.0, max_chunk_s=30.0)
-    assert chunks == [(0.5, 29.0), (31.0, 40.0), (52.0, 55.0)]
-    # every chunk edge is a region edge, i.e. a pause
-    edges = {t for r in regions for t in r}
-    assert all(a in edges and b in edges for a, b in chunks)
-    short = vad.plan_chunks(regions, total_s=60.0, max_chunk_s=12.0)
-    assert all(0 < b - a <= 12.0 for a, b in short)
-    assert short[0] == (0.5, 12.0)
-
-
-def test_plan_chunks_skips_long_pauses():
-    chunks = vad.plan_chunks([(0.0, 3.0), (10.0, 12.0)], total_s=20.0)
-    assert chunks == [(0.0, 3.0), (10.0, 12.0)]
-
-
 def test_long_region_is_cut_at_the_quietest_frame():
     total = 75.0
     n_frames = int(total / vad.FRAME_S)
@@ -180,31 +153,20 @@ def test_long_region_is_cut_at_the_quietest_frame():
     scores[quiet] = 0.1
     quiet2 = int(47.0 / vad.FRAME_S)
     scores[quiet2] = 0.2
-    chunks = vad.plan_chunks([(0.0, total)], total_s=total, frame_scores=scores)
-    assert [round(b, 3) for _, b in chunks[:-1]] == [
+    options = vad.ChunkOptions()
+    pieces = vad.split_long_region(0.0, total, scores, options)
+    assert [round(b, 3) for _, b in pieces[:-1]] == [
         round(quiet * vad.FRAME_S, 3),
         round(quiet2 * vad.FRAME_S, 3),
     ]
-    assert chunks[-1][1] == total
-    assert all(b - a <= 30.0 for a, b in chunks)
+    assert pieces[-1][1] == total
+    assert all(b - a <= 30.0 for a, b in pieces)
+    # contiguous: nothing of the region is lost
+    assert all(b1 == a2 for (_, b1), (a2, _) in zip(pieces, pieces[1:], strict=False))
     # without scores: equal parts
-    even = vad.plan_chunks([(0.0, total)], total_s=total)
+    even = vad.split_long_region(0.0, total, None, options)
     assert [b - a for a, b in even] == pytest.approx([25.0, 25.0, 25.0])
-
-
-def test_plan_chunks_on_real_speech(speech_60s):
-    audio, meta = speech_60s
-    total = len(audio) / SR
-    probs = vad.speech_probabilities(audio)
-    regions = vad.speech_timestamps(audio)
-    for limit in (30.0, 10.0):
-        chunks = vad.plan_chunks(regions, total, max_chunk_s=limit, frame_scores=probs)
-        assert all(0 < b - a <= limit + 1e-6 for a, b in chunks)
-        assert all(
-            b1 <= a2 for (_, b1), (a2, _) in zip(chunks, chunks[1:], strict=False)
-        )
-        speech = sum(b - a for a, b in regions)
-        assert sum(b - a for a, b in chunks) >= speech - 1e-6
+    assert vad.split_long_region(3.0, 20.0, scores, options) == [(3.0, 20.0)]
 
 
 def test_options_verify():

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from s2s_models import Segment, TranscribeOptions, Transcription, WhisperASR, load_asr
+from s2s_models import (
+    Segment,
+    TranscribeOptions,
+    Transcription,
+    WhisperASR,
+    Word,
+    load_asr,
+)
+from tasks.asr.transcripts import SEGMENT_STRUCT, WORD_STRUCT
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "longform"
 SR = 16_000
@@ -50,8 +58,11 @@ def test_segment_fields_match_the_transcripts_schema():
         "no_speech_prob",
         "compression_ratio",
         "temperature",
+        "flag",
     ]
-    assert "segments" in {f.name for f in dataclasses.fields(Transcription)}
+    assert names == [f.name for f in SEGMENT_STRUCT]
+    assert [f.name for f in dataclasses.fields(Word)] == [f.name for f in WORD_STRUCT]
+    assert {"segments", "words"} <= {f.name for f in dataclasses.fields(Transcription)}
 
 
 @pytest.fixture(scope="module")

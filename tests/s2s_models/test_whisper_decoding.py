@@ -18,6 +18,7 @@ from s2s_models.whisper import (
     load_model,
 )
 from s2s_models.whisper.decoding import LogitRules, compression_ratio
+from s2s_models.whisper.static_decode import _KEPT, kept_decoder
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "whisper"
 CLIPS = ("jfk.flac", "librispeech_2412-153948-0000.flac", "LJ002-0020.flac")
@@ -105,28 +106,28 @@ def test_static_decoder_is_kept_across_batches(tiny, features):
     graphs captured once stay valid) and still decode the eager tokens; a larger
     batch, or a second thread holding the kept decoder, gets a new one."""
     model, tokenizer = tiny
-    model.__dict__.pop("_static_decoder", None)
+    _KEPT.pop(model, None)
     options = DecodingOptions(without_timestamps=True, decode_steps="static")
     eager = decode(model, tokenizer, features, dataclasses.replace(options,
                    decode_steps="eager"))  # fmt: skip
     decode(model, tokenizer, features, options)
-    kept = model._static_decoder
+    kept = kept_decoder(model)
     storage = kept.self_kv[0][0].data_ptr(), kept.cross_kv[-1][1].data_ptr()
     for rows in ([2, 0], [1]):  # fewer rows, other audio, other order
         out = decode(model, tokenizer, features[rows], options)
         assert [r.tokens for r in out] == [eager[i].tokens for i in rows]
-        assert model._static_decoder is kept
+        assert kept_decoder(model) is kept
         assert (
             kept.self_kv[0][0].data_ptr(),
             kept.cross_kv[-1][1].data_ptr(),
         ) == storage
     with kept.lock:  # busy in "another thread": a private decoder, kept stays
         out = decode(model, tokenizer, features[:1], options)
-        assert out[0].tokens == eager[0].tokens and model._static_decoder is kept
+        assert out[0].tokens == eager[0].tokens and kept_decoder(model) is kept
     bigger = torch.cat([features, features[:1]])
     out = decode(model, tokenizer, bigger, options)
     assert [r.tokens for r in out] == [e.tokens for e in eager] + [eager[0].tokens]
-    assert model._static_decoder is not kept and model._static_decoder.rows == 4
+    assert kept_decoder(model) is not kept and kept_decoder(model).rows == 4
 
 
 def test_cached_decode_equals_uncached_argmax(tiny, mels, greedy):

@@ -1,57 +1,18 @@
-"""Long-form transcription: loop detection, seek logic, VAD windows, both modes."""
+"""Long-form transcription with the bundled tiny.en weights: both modes, the
+sequential seek logic, re-decoding what a VAD window left, the end of a recording."""
 
-import json
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from s2s_models.whisper import longform
-from s2s_models.whisper.api import TranscribeOptions
+from s2s_models.whisper import longform, sequential
+from s2s_models.whisper.transcription import TranscribeOptions
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "longform"
 SR = 16_000
 TB = 1000  # a made-up <|0.00|> id for the token-level tests
-
-
-# ---------------------------------------------------------------------------
-# Hallucination loops (pure)
-# ---------------------------------------------------------------------------
-def test_find_loop_catches_repeated_ngram():
-    words = ("I see. " + "Thank you. " * 8 + "Bye.").split()
-    start, n, repeats = longform.find_loop(words)
-    assert (start, n, repeats) == (2, 2, 8)
-
-
-def test_find_loop_ignores_short_real_repetition():
-    # from a real reference transcript: four repeats, but only four words
-    words = "here's some more words words words words um and that".split()
-    assert longform.find_loop(words) is None
-    # a phrase said twice is not a loop either
-    assert longform.find_loop("we will go we will go home now".split()) is None
-
-
-def test_find_loop_is_case_and_punctuation_insensitive():
-    words = "So. so, SO so so so so so so so so so".split()
-    assert longform.find_loop(words) == (0, 1, 12)
-
-
-def test_clean_segment_text_keeps_speech_and_cuts_the_loop():
-    text = " The meeting is over." + " Thank you for watching." * 12
-    cleaned, flagged = longform.clean_segment_text(text, 2.4, 4, 10)
-    assert flagged
-    assert cleaned == " The meeting is over. Thank you for watching."
-
-
-def test_clean_segment_text_drops_text_that_still_compresses_too_well():
-    # alternating pattern: no back-to-back repeat of one n-gram up to 12 words...
-    text = " ".join(f"la{i % 13} di{i % 7}" for i in range(120))
-    assert longform.find_loop(text.split()) is None
-    cleaned, flagged = longform.clean_segment_text(text, 2.4, 4, 10)
-    assert (cleaned, flagged) == ("", True)
-    ordinary = " It was the first great sorrow of his life."
-    assert longform.clean_segment_text(ordinary, 2.4, 4, 10) == (ordinary, False)
 
 
 # ---------------------------------------------------------------------------
@@ -60,55 +21,30 @@ def test_clean_segment_text_drops_text_that_still_compresses_too_well():
 def test_split_at_timestamps_window_ends_mid_segment():
     # <0.00> a b <1.00><1.00> c d ...  (the second segment never closed)
     tokens = [TB, 5, 6, TB + 50, TB + 50, 7, 8]
-    segments, advance = longform.split_at_timestamps(tokens, TB, 3000)
+    segments, advance = sequential.split_at_timestamps(tokens, TB, 3000)
     assert segments == [(0.0, 1.0, [TB, 5, 6, TB + 50])]
     assert advance == 100  # 1.00 s = 100 mel frames: resume at the open segment
 
 
 def test_split_at_timestamps_all_segments_closed():
     tokens = [TB, 5, TB + 50, TB + 60, 6, TB + 200]
-    segments, advance = longform.split_at_timestamps(tokens, TB, 3000)
+    segments, advance = sequential.split_at_timestamps(tokens, TB, 3000)
     assert [s[:2] for s in segments] == [(0.0, 1.0), (1.2, 4.0)]
     assert advance == 3000  # everything was consumed
 
 
 def test_split_at_timestamps_single_segment_and_no_timestamps():
-    segments, advance = longform.split_at_timestamps([TB, 5, 6, TB + 40], TB, 2500)
+    segments, advance = sequential.split_at_timestamps([TB, 5, 6, TB + 40], TB, 2500)
     assert segments == [(0.0, 0.8, [TB, 5, 6, TB + 40])] and advance == 2500
-    segments, advance = longform.split_at_timestamps([5, 6], TB, 3000)
+    segments, advance = sequential.split_at_timestamps([5, 6], TB, 3000)
     assert segments == [(0.0, 30.0, [5, 6])] and advance == 3000
-    assert longform.split_at_timestamps([], TB, 3000) == ([], 3000)
+    assert sequential.split_at_timestamps([], TB, 3000) == ([], 3000)
 
 
 def test_split_at_timestamps_never_stalls():
     # a closed segment at 0.00 would not move seek: take the whole window instead
     tokens = [TB, 5, TB, TB, 6]
-    assert longform.split_at_timestamps(tokens, TB, 3000)[1] == 3000
-
-
-# ---------------------------------------------------------------------------
-# Window planning (VAD, no Whisper)
-# ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def speech_60s():
-    audio, sr = sf.read(FIXTURES / "speech_60s.flac", dtype="float32")
-    assert sr == SR
-    meta = json.loads((FIXTURES / "speech_60s.json").read_text())
-    return audio, meta
-
-
-def test_plan_windows(speech_60s):
-    audio, meta = speech_60s
-    options = TranscribeOptions()
-    assert longform.plan_windows(np.zeros(20 * SR, np.float32), options) == []
-    assert longform.plan_windows(np.zeros(0, np.float32), options) == []
-    first = meta["items"][0]
-    clip = audio[: int(first["end_s"] * SR) + SR]  # ~12.8 s with speech
-    assert longform.plan_windows(clip, options) == [(0.0, len(clip) / SR)]
-    windows = longform.plan_windows(audio, options)
-    assert len(windows) >= 2
-    assert all(0 < b - a <= 30.0 for a, b in windows)
-    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(windows, windows[1:], strict=False))
+    assert sequential.split_at_timestamps(tokens, TB, 3000)[1] == 3000
 
 
 # ---------------------------------------------------------------------------
@@ -125,7 +61,7 @@ def _wer(reference: str, hypothesis: str) -> float:
 def asr():
     torch = pytest.importorskip("torch")
     torch.set_num_threads(2)
-    from s2s_models.whisper.api import load_asr
+    from s2s_models import load_asr
 
     return load_asr("tiny.en", device="cpu")
 
@@ -248,3 +184,67 @@ def test_auto_batch_size_from_free_memory():
     assert longform.auto_batch_size(model, beam_size=5, free_bytes=busy) < 10
     assert longform.auto_batch_size(model, free_bytes=1) == 1
     assert model.dtype == torch.float16
+
+
+# ---------------------------------------------------------------------------
+# No silent loss: windows that stop early, the end of a recording
+# ---------------------------------------------------------------------------
+def _first_segment_only(result):
+    """The result as if Whisper had emitted end-of-text right after its first
+    complete segment."""
+    first = result.segments[0]
+    tokens = list(result.tokens)
+    stop = first.end / 0.02  # the closing timestamp token's offset
+    end = next(
+        i
+        for i, t in enumerate(tokens)
+        if t >= TB_REAL and i > 0 and t - TB_REAL == stop
+    )
+    return dataclasses.replace(
+        result, tokens=tuple(tokens[: end + 1]), text=first.text, segments=(first,)
+    )
+
+
+TB_REAL = 50364  # <|0.00|> of tiny.en
+
+
+@pytest.mark.slow
+def test_a_window_that_stops_early_is_decoded_to_its_end(asr, speech_60s, monkeypatch):
+    """Every window of the first batch ends after its first segment (an early
+    end-of-text); the rest of each window is decoded again, batched, and the
+    transcript still holds every clip's words."""
+    audio, meta = speech_60s
+    assert asr.tokenizer.timestamp_begin == TB_REAL
+    real = longform.decode_with_fallback
+    calls = []
+
+    def stops_early(*args, **kwargs):
+        results = real(*args, **kwargs)
+        calls.append(len(results))
+        if len(calls) == 1:  # the planned windows
+            results = [_first_segment_only(r) for r in results]
+        return results
+
+    monkeypatch.setattr(longform, "decode_with_fallback", stops_early)
+    [result] = asr.transcribe([audio], TranscribeOptions(batch_size=4))
+    assert calls[0] == 2 and len(calls) >= 2  # the rest was decoded again
+    reference = " ".join(item["reference"] for item in meta["items"])
+    assert _wer(reference, result.text) < 0.12
+    assert not [s for s in result.segments if s.flag == "undecoded"]
+
+
+@pytest.mark.slow
+def test_the_last_words_of_a_recording_are_kept(asr, speech_60s):
+    """Two clips joined and cut 60 ms after the VAD's last speech frame: the
+    transcript ends with the last clip's last words, in both modes."""
+    from s2s_models.whisper import vad
+
+    audio, meta = speech_60s
+    joined = audio[: int(meta["items"][1]["end_s"] * SR) + SR]
+    probs = vad.speech_probabilities(joined)
+    last = (np.nonzero(probs >= 0.5)[0][-1] + 1) * vad.FRAME_S
+    clip = joined[: int((last + 0.06) * SR)]
+    for mode in ("vad", "sequential"):
+        [result] = asr.transcribe([clip], TranscribeOptions(longform_mode=mode))
+        words = result.text.lower().replace(".", "").replace(",", "").split()
+        assert words[-4:] == ["and", "painful", "to", "myself"], (mode, result.text)

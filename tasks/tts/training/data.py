@@ -8,7 +8,8 @@ result in ``CKPT_DIR/training_data.parquet`` keyed by the dataset's parts, so re
 a run does not recompute mels.
 
 Held-out texts are removed here (compared after normalisation), whatever the dataset
-holds, so an evaluation sentence is never trained on.
+holds, so an evaluation sentence is never trained on. Ids are made from the row's
+``normalized_text`` when it has one: the words the teacher was actually asked to say.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from s2s_models.vocoders.griffinlim import speecht5_log_mel
 from tasks.codecs import decode_flac
 from tasks.stage import fingerprint, list_parts
 from tasks.tts.audio import AUDIO
-from tasks.tts.mels import TTS_MEL
+from tasks.tts.mels import HOP_LENGTH, TTS_MEL
 
 CACHE_FILE = "training_data.parquet"
 CACHE_LAYOUT = 2  # 2: mels as TTS_MEL blobs (1: list<list<float16>>)
@@ -47,7 +48,7 @@ class TrainingSet:
 
     @property
     def seconds(self) -> float:
-        return sum(m.shape[0] for m in self.mels) * 256 / SAMPLE_RATE
+        return sum(m.shape[0] for m in self.mels) * HOP_LENGTH / SAMPLE_RATE
 
 
 def dataset_parts(dataset: str | Path) -> list[Path]:
@@ -65,6 +66,7 @@ def dataset_key(dataset: str | Path, tokenizer: PhonemeTokenizer) -> str:
     return fingerprint(
         [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in parts],
         tokenizer.symbols,
+        tokenizer.name,
         "speecht5-log-mel-v1",
     )
 
@@ -131,7 +133,7 @@ def load_training_set(
     heldout = {_normalized(t, tokenizer) for t in heldout_texts}
     counts = {"failed": 0, "heldout": 0, "too_long": 0, "kept": 0}
     data = TrainingSet([], [], [], [], key)
-    columns = ["utt_id", "text", "audio", "sampling_rate", "status"]
+    columns = ["utt_id", "text", "normalized_text", "audio", "sampling_rate", "status"]
     for part in dataset_parts(dataset):
         for row in pq.read_table(part, columns=columns).to_pylist():
             if row["status"] != "ok" or row["audio"] is None:
@@ -150,7 +152,8 @@ def load_training_set(
                 continue
             data.utt_ids.append(row["utt_id"])
             data.texts.append(row["text"])
-            data.ids.append(tokenizer.encode(row["text"]).ids)
+            spoken = row["normalized_text"] or row["text"]
+            data.ids.append(tokenizer.encode(spoken).ids)
             data.mels.append(speecht5_log_mel(audio).to(torch.float16))
     counts["kept"] = len(data)
     if not data.utt_ids:

@@ -50,7 +50,8 @@ class TrainConfig:
     n_speech_layer: int = 4
     reduction_factor: int = 3
     n_postnet_units: int = 256
-    front_end: str = "phonemes"  # or "characters" (see s2s_models.speecht5.phonemes)
+    # phonemes (en-arpabet-v2), phonemes-v1 or characters: s2s_models.speecht5.phonemes
+    front_end: str = "phonemes"
     # optimisation
     frames_per_batch: int = 6000  # padded mel frames per batch (length-bucketed)
     max_batch: int = 64

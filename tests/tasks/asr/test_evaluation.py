@@ -185,6 +185,35 @@ NORMAL = "and so my fellow americans ask not what your country can do for you"
         ({"hyp": NORMAL, "avg_logprob": -1.5, "duration_s": 5.0}, ["low_confidence"]),
         ({"hyp": "  ", "duration_s": 5.0}, ["empty_output"]),
         ({"hyp": "", "status": "failed", "error": "OOM"}, ["failed_decode"]),
+        # what the decoder left out or cut is recorded in its segments' flags
+        (
+            {
+                "hyp": NORMAL,
+                "duration_s": 5.0,
+                "segments": [
+                    {"compression_ratio": 1.2, "flag": None},
+                    {"compression_ratio": 1.2, "flag": "undecoded"},
+                    {"compression_ratio": 1.1, "flag": "loop_cut"},
+                ],
+            },
+            ["speech_skipped", "loop_cut"],
+        ),
+        (
+            {
+                "hyp": "",
+                "duration_s": 5.0,
+                "segments": [{"compression_ratio": 0.0, "flag": "no_speech"}],
+            },
+            ["empty_output", "speech_skipped"],
+        ),
+        (
+            {
+                "hyp": NORMAL,
+                "duration_s": 5.0,
+                "segments": [{"compression_ratio": 1.3, "flag": "implausible_rate"}],
+            },
+            ["implausible_rate"],
+        ),
     ],
 )
 def test_quality_flags(row, expected):

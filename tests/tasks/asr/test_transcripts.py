@@ -36,7 +36,7 @@ class _SmallMemoryASR:
 
 class _Result:
     def __init__(self, text: str):
-        self.text, self.language, self.segments = text, "en", []
+        self.text, self.language, self.segments, self.words = text, "en", [], []
         self.avg_logprob = self.no_speech_prob = self.compression_ratio = 0.0
         self.temperature = 0.0
 

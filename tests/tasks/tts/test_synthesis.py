@@ -25,6 +25,8 @@ from tasks.tts.requests import (
     compute_tts_requests,
     keyed_item,
     read_texts,
+    request_rows,
+    sentence_chunks,
     split_sentences,
 )
 from tests.fixtures.tts.tiny_voice import make_tiny_voice
@@ -167,3 +169,54 @@ def test_speaker_embedding_checks(tmp_path, voice_dir):
     text.write_text(json.dumps([0.0] * 512))
     with pytest.raises(ValueError, match="cannot read"):
         read_speaker_embedding(text)
+
+
+def test_sentence_chunks_split_every_sentence():
+    text = "He left. She stayed, waiting. Did it end? Yes!"
+    assert sentence_chunks(text, 100) == [
+        "He left.",
+        "She stayed, waiting.",
+        "Did it end?",
+        "Yes!",
+    ]
+    assert sentence_chunks("One two three four.", 8) == ["One two", "three", "four."]
+
+
+def test_requests_are_normalised_for_english_engines(tmp_path):
+    """A v2 voice and an English teacher get the words to say; a mostly-markup text
+    fails with the reason; a non-English teacher gets the text as it was."""
+    voice = make_tiny_voice(tmp_path / "v2", front_end="phonemes")
+    tok = load_speecht5_voice(str(voice)).tokenizer
+    page = "<html><body>" + "<div><p>x</p></div>" * 4 + "</body></html>"
+    items = [
+        TextItem("money", "Dr. Smith paid $12.50 (50%).", None, "f:1"),
+        TextItem("markup", page, None, "f:2"),
+        TextItem("two", "He left. She stayed.", None, "f:3"),
+    ]
+    for tokenizer, english in ((tok, True), (None, True)):
+        keyed = [keyed_item(item, "k") for item in items]
+        rows = request_rows(keyed, tokenizer, english, TextOptions(), 300)
+        by = {r["utt_id"]: r for r in rows}
+        assert by["money"]["normalized_text"] == (
+            "Doctor Smith paid twelve dollars and fifty cents, fifty percent."
+        )
+        assert by["markup"]["status"] == "failed"
+        assert "text refused: the text is mostly markup" in by["markup"]["error"]
+    assert by["two"]["n_chunks"] == 1  # a teacher splits sentences itself
+    rows = request_rows([keyed_item(items[0], "k")], None, False, TextOptions(), 300)
+    assert rows[0]["normalized_text"] == "Dr. Smith paid $12.50 (50%)."
+
+
+def test_mels_flag_an_utterance_cut_short(tmp_path):
+    """A voice that stops at once on a sentence with many phonemes is retried, then
+    flagged cut_short: a stop failure, never a fine item."""
+    voice_dir = make_tiny_voice(
+        tmp_path / "eager", stop_bias=20.0, front_end="phonemes"
+    )
+    voice = load_speecht5_voice(str(voice_dir))
+    rows = [{"utt_id": "u", "normalized_text": "Doctor Smith met Mister Jones. Hi."}]
+    synthesis = SynthesisOptions(voice=str(voice_dir))
+    out = compute_mels_speecht5(voice, rows, synthesis, limit=300)[0]
+    assert out["status"] == "ok" and out["stopped"] and not out["hit_max_length"]
+    assert out["cut_short"]
+    assert out["n_frames"] == 2 * 2  # two sentence chunks, one step of r=2 frames
