@@ -16,12 +16,8 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NONE
 
-from tasks.asr.evaluation import (
-    EVALUATION,
-    FLAG_NAMES,
-    compute_comparison,
-    summary_path,
-)
+from tasks.asr.comparison import compute_comparison
+from tasks.asr.evaluation import EVALUATION, FLAG_NAMES, summary_path
 from tasks.asr.ingest import INGEST
 from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.report_assets import (
@@ -354,7 +350,7 @@ def render_report(
         ``title``, ``model``, ``started_at``, ``stage_seconds`` ({stage: wall s},
         for RTFx), ``wall_seconds`` (whole run), ``audio_seconds`` (default: the
         summary's audio hours).
-    comparison : summary dict of ``tasks.asr.evaluation.compute_comparison``, optional
+    comparison : summary dict of ``tasks.asr.comparison.compute_comparison``, optional
     n_worst : utterances shown with diff and audio
     max_index_rows : rows of the "All utterances" table (worst first)
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tasks.asr.comparison import compute_comparison
 from tasks.asr.evaluation import (
     FLAG_NAMES,
     PER_UTT_COLUMNS,
     EvaluationOptions,
-    compute_comparison,
     compute_evaluation,
 )
 from tasks.metrics import (

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
+from tasks.asr.comparison import compute_comparison
 from tasks.asr.evaluation import (
     PER_UTT_COLUMNS,
     EvaluationOptions,
-    compute_comparison,
     compute_evaluation,
 )
 from tasks.asr.report import (
