@@ -13,6 +13,7 @@ import sys
 
 from flows.cli_common import (
     TRANSCRIPTION_KIND,
+    add_option,
     check_inputs,
     check_out_dir,
     configure_env,
@@ -196,20 +197,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="redo items that failed in an earlier run of RUN_DIR",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--max-file-size",
-        dest="limits.max_bytes",
+        "limits.max_bytes",
         type=parse_size,
-        default=argparse.SUPPRESS,
         metavar="SIZE",
         help="input files (and manifests) larger than this are failed rows, "
         "not read (e.g. 500M, 16G; default: 4G)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--stall-timeout",
-        dest="limits.stall_timeout_s",
+        "limits.stall_timeout_s",
         type=float,
-        default=argparse.SUPPRESS,
         metavar="SECONDS",
         help="an input that makes no read or decode progress for this long is a "
         f"failed row (default: {DEFAULT_STALL_S:g})",
@@ -234,11 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     _add_common(p)
-    p.add_argument(
+    add_option(
+        p,
         "--n-mels",
-        dest="features.n_mels",
+        "features.n_mels",
         type=int,
-        default=argparse.SUPPRESS,
         choices=(80, 128),
         help="Whisper log-mel bins (default: 80; 128 for large-v3)",
     )
@@ -267,12 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Whisper compute dtype; auto (default): float16 on CUDA, bfloat16 on "
         "CPUs with native bfloat16 (AMX, AVX-512 BF16), else float32",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--batch-size",
-        dest="decoding.batch_size",
+        "decoding.batch_size",
         metavar="N",
         type=int,
-        default=argparse.SUPPRESS,
         help="30 s windows decoded together; 0 (default): auto, from free GPU "
         "memory on CUDA (up to 256, halved on out-of-memory), 8 on CPU",
     )
@@ -282,26 +283,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="utterances per transcription task (default: 64)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--beam-size",
-        dest="decoding.beam_size",
+        "decoding.beam_size",
         metavar="N",
         type=int,
-        default=argparse.SUPPRESS,
         help="1 = greedy (default), 5 = beam search",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--language",
-        dest="decoding.language",
+        "decoding.language",
         metavar="LANGUAGE",
-        default=argparse.SUPPRESS,
         help="language code; default: English for .en models, "
         "detected for multilingual ones",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--normalizer",
-        dest="evaluation.normalizer",
-        default=argparse.SUPPRESS,
+        "evaluation.normalizer",
         choices=("whisper_english", "basic"),
         help="text normalisation before WER (default: whisper_english)",
     )

@@ -2,10 +2,10 @@
 built from the parser, the checks made before Prefect starts, how a summary is
 printed and how a command ends.
 
-Options travel as the frozen dataclasses the stages use. An argument whose `dest`
-is `"<group>.<field>"` (with `default=argparse.SUPPRESS`) sets that field of the
-group's dataclass, and `options_from_args` builds it: adding an option to a command
-is a field in the dataclass and an argument in the parser, nothing in between.
+Options travel as the frozen dataclasses the stages use. An argument added with
+`add_option(parser, "--flag", "<group>.<field>")` sets that field of the group's
+dataclass, and `options_from_args` builds it: adding an option to a command is a
+field in the dataclass and an argument in the parser, nothing in between.
 
 Misuse (an `--out` that is a file, cannot be written, or holds another kind of
 run; inputs that match nothing) is one line on stderr and exit status 2, never a
@@ -51,6 +51,15 @@ def configure_env(verbose: bool) -> None:
         os.environ.setdefault(key, value)
     if not verbose:  # Dask scheduler and worker processes read this too
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+
+
+def add_option(
+    parser: argparse.ArgumentParser, flag: str, field: str, **kwargs
+) -> None:
+    """An argument that sets `field` ("<group>.<name>") of an option dataclass.
+    It is absent from the parsed namespace unless given, so the dataclass keeps its
+    own default (`options_from_args`)."""
+    parser.add_argument(flag, dest=field, default=argparse.SUPPRESS, **kwargs)
 
 
 def options_from_args(args: argparse.Namespace, group: str, default: T) -> T:

