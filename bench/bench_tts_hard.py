@@ -89,13 +89,19 @@ def main() -> None:
     args = p.parse_args()
     rows = read_set(Path(args.set))
     acc = normaliser_accuracy(rows)
-    print(f"normaliser: {acc['exact']}/{acc['n']} sentences exact, "
-          f"word error rate {acc['wer']:.1%}")  # fmt: skip
+    print(
+        f"normaliser: {acc['exact']}/{acc['n']} sentences exact, "
+        f"word error rate {acc['wer']:.1%}"
+    )
     by_id = {r["utt_id"]: r for r in rows}
     for run in args.runs:
         r = round_trip(run, by_id)
-        print(" | ".join(f"{k} {v:.1%}" if isinstance(v, float) and "wer" in k
-                         else f"{k} {v}" for k, v in r.items()))  # fmt: skip
+        print(
+            " | ".join(
+                f"{k} {v:.1%}" if isinstance(v, float) and "wer" in k else f"{k} {v}"
+                for k, v in r.items()
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -11,9 +11,16 @@ from tasks.asr.outputs import FORMATS, WRITERS, format_timestamp, parse_formats
 
 
 def _seg(start, end, text, flag=None):
-    return {"start_s": start, "end_s": end, "text": text, "avg_logprob": -0.2,
-            "no_speech_prob": 0.1, "compression_ratio": 1.3, "temperature": 0.0,
-            "flag": flag}  # fmt: skip
+    return {
+        "start_s": start,
+        "end_s": end,
+        "text": text,
+        "avg_logprob": -0.2,
+        "no_speech_prob": 0.1,
+        "compression_ratio": 1.3,
+        "temperature": 0.0,
+        "flag": flag,
+    }
 
 
 ROW = {
