@@ -73,9 +73,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _print_transcribe_summary(summary: dict) -> None:
-    _print_ingest_summary(summary)
     from tasks.asr.transcripts import TRANSCRIPTS
 
+    _print_ingest_summary(summary)
     ev, info = summary["evaluation"], summary["run_info"]
     asr_s = info["stage_seconds"].get(TRANSCRIPTS.name) or 0.0
     audio_s = summary["audio_hours"] * 3600
