@@ -343,9 +343,13 @@ SYSTEMS: dict[str, Callable[[], Transcriber]] = {
     "hf fp16 b256 sdpa": lambda: make_hf(256, dtype=torch.float16),
 }
 GPU_SYSTEMS = [
-    "s2s auto fp16", "s2s b64 fp16", "s2s b256 fp16", "fw fp16 batch64 ts",
-    "hf fp16 b64 sdpa", "hf fp16 b256 sdpa",
-]  # fmt: skip
+    "s2s auto fp16",
+    "s2s b64 fp16",
+    "s2s b256 fp16",
+    "fw fp16 batch64 ts",
+    "hf fp16 b64 sdpa",
+    "hf fp16 b256 sdpa",
+]
 # faster-whisper's batched pipeline without timestamps keeps only the first sentence
 # of some windows (see RESULTS.md), so the baseline is its timestamped variant
 BASELINE = "fw int8 batch8 ts"

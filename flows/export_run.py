@@ -10,9 +10,9 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from tasks.export import export_run as _export
-from tasks.shutdown import stop_on_signals
 from tasks.stage import RunLock
+from tasks.stage.export import export_run as _export
+from tasks.stage.shutdown import stop_on_signals
 
 
 @task(name="export-run-folder", cache_policy=NONE, retries=2, retry_delay_seconds=5)

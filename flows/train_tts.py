@@ -14,7 +14,10 @@ with our Whisper; the WER curve goes to CKPT_DIR/eval.jsonl, CKPT_DIR/wer_curve.
 and a Prefect artifact, and the voice with the lowest WER is kept in CKPT_DIR/best.
 """
 
-from __future__ import annotations
+# Without `from __future__ import annotations`: Prefect validates the parameters
+# against these annotations, and a served flow's function travels to its run's
+# process pickled by value, with only the globals its body uses: string
+# annotations naming the option dataclasses could not be resolved there.
 
 import json
 import sys
@@ -26,11 +29,12 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from tasks.shutdown import stop_on_signals
 from tasks.stage import RunLock
-from tasks.train_tts import TrainConfig, Trainer, evaluate_voice
-from tasks.train_tts_data import load_training_set
-from tasks.train_tts_report import plot_curves, read_jsonl
+from tasks.stage.shutdown import stop_on_signals
+from tasks.tts.training.curves import plot_curves, read_jsonl
+from tasks.tts.training.data import load_training_set
+from tasks.tts.training.evaluation import evaluate_voice
+from tasks.tts.training.trainer import TrainConfig, Trainer
 
 DEFAULT_HELDOUT = (
     Path(__file__).resolve().parent.parent / "samples/tts/corpus/heldout.txt"
@@ -156,12 +160,12 @@ def train_tts(
     eval_sentences: int = 20,
     asr_models: tuple[str, ...] = ("tiny.en",),
     device: str = "auto",
-    config: dict | None = None,
+    config: TrainConfig = TrainConfig(),
     cooldown_steps: int | None = None,
 ) -> dict:
     """Train (or resume) the voice in ``ckpt_dir``; returns the last evaluation and
-    where the checkpoints are. ``config`` overrides ``TrainConfig`` fields for a new
-    run (a resumed run keeps the configuration it started with). ``cooldown_steps``
+    where the checkpoints are. ``config`` is the configuration of a new run (a
+    resumed run keeps the configuration it started with). ``cooldown_steps``
     starts a linear decay of the learning rate to zero from the current step and
     ends training there; rerunning with it resumes the same cool-down."""
     deadline = None if max_minutes is None else time.monotonic() + 60 * max_minutes
@@ -169,7 +173,7 @@ def train_tts(
     out = Path(ckpt_dir)
     out.mkdir(parents=True, exist_ok=True)
     with stop_on_signals(), RunLock(str(out)):
-        trainer = Trainer(out, TrainConfig.from_dict(config or {}), device)
+        trainer = Trainer(out, config, device)
         _say(
             f"{out}: step {trainer.state.step}, {trainer.n_parameters / 1e6:.1f} M "
             f"parameters on {trainer.device}, config {asdict(trainer.config)}"

@@ -5,9 +5,13 @@ RUN_DIR/<stage>/ and a rerun only does what changed (new or changed audio, anoth
 model or other decoding settings).
 """
 
-from __future__ import annotations
+# Without `from __future__ import annotations`: Prefect validates the parameters
+# against these annotations, and a served flow's function travels to its run's
+# process pickled by value, with only the globals its body uses: string
+# annotations naming the option dataclasses could not be resolved there.
 
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,17 +22,23 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from flows._stages import features_stage, ingest_stage, transcripts_stage
 from flows.export_run import export_task
+from s2s_models import TranscribeOptions
 from s2s_models.whisper.checkpoints import resolve_precision
-from tasks.evaluate import evaluate_run
-from tasks.features import FeatureOptions
-from tasks.ingest import IngestOptions
-from tasks.report import render_markdown_summary, report_run, summary_table_rows
-from tasks.shutdown import stop_on_signals
-from tasks.sources import DEFAULT_MAX_BYTES, DEFAULT_STALL_S, ReadLimits
+from tasks.asr.evaluation import EvaluationOptions, evaluate_run
+from tasks.asr.features import FEATURES, FeatureOptions
+from tasks.asr.ingest import INGEST, IngestParams
+from tasks.asr.report import render_markdown_summary, report_run, summary_table_rows
+from tasks.asr.sources import ReadLimits
+from tasks.asr.summary import summarize_ingest
+from tasks.asr.transcripts import TRANSCRIPTS, transcripts_params
 from tasks.stage import RunLock
-from tasks.summary import summarize_ingest
+from tasks.stage.runner import run_stage
+from tasks.stage.shutdown import stop_on_signals
+
+# The pipeline's decoding default: batch size 0 sizes batches from free GPU memory
+# (8 on the CPU). Every other field is TranscribeOptions' own default.
+DEFAULT_DECODING = TranscribeOptions(batch_size=0)
 
 
 @flow(name="transcribe-corpus", log_prints=False)
@@ -37,63 +47,64 @@ def transcribe_corpus(
     run_dir: str,
     model: str = "tiny.en",
     device: str = "auto",
-    batch_size: int = 0,
-    beam_size: int = 1,
-    language: str | None = None,
+    precision: str = "auto",
+    options: TranscribeOptions = DEFAULT_DECODING,
+    evaluation: EvaluationOptions = EvaluationOptions(),
+    limits: ReadLimits = ReadLimits(),
     shard_size: int = 256,
     asr_shard_size: int = 64,
-    normalizer: str = "whisper_english",
     compare_to: str | None = None,
     retry_failed: bool = False,
     parallel_shards: int = 1,
-    precision: str = "auto",
     export_to: str | None = None,
-    max_file_bytes: int = DEFAULT_MAX_BYTES,
-    stall_timeout_s: float = DEFAULT_STALL_S,
 ) -> dict:
     """Transcribe a corpus into RUN_DIR, score it, and write RUN_DIR/report.html.
 
+    `options`: how Whisper decodes (`TranscribeOptions`; in a deployment's
+    parameters a mapping of its fields, the others taking the dataclass defaults).
     `precision`: Whisper's compute dtype, "auto" (float16 on CUDA, bfloat16 on a
     CPU with native bfloat16 such as AMX, else float32), "float32", "bfloat16" or
-    "float16". It is part of each transcript's key: changing it redoes the stage.
-    `export_to`: an fsspec URI (e.g. s3://bucket/run) to mirror RUN_DIR to at the end.
-    `max_file_bytes`, `stall_timeout_s`: inputs larger than this, or that make no
-    read or decode progress for this long, are failed rows (`ReadLimits`).
-    SIGTERM/SIGINT stop the run within `TERMINATION_BOUND_S` (`stop_on_signals`).
+    "float16". Both are part of each transcript's key: changing them redoes the
+    stage. `evaluation`: normaliser, flags and confidence intervals of the scoring.
+    `limits`: inputs larger than `max_bytes`, or that make no read or decode
+    progress for `stall_timeout_s`, are failed rows. `parallel_shards`: transcript
+    shards in flight (1 locally, one model per process; the worker count on Dask).
+    `export_to`: an fsspec URI (e.g. s3://bucket/run) to mirror RUN_DIR to at the
+    end. SIGTERM/SIGINT stop the run within `TERMINATION_BOUND_S`
+    (`stop_on_signals`).
 
     Returns a JSON-friendly summary: file counts, audio hours, RTFx, WER with its
     95% CI when references exist, and each stage's report.
     """
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    settings = {"batch_size": batch_size, "beam_size": beam_size, "language": language}
     precision = resolve_precision(device, precision)  # "auto" -> a dtype name
-    limits = ReadLimits(max_file_bytes, stall_timeout_s)
+    limits.verify()
+    evaluation.verify()
     with stop_on_signals(), RunLock(run_dir):
+        asr = transcripts_params(model, device, precision, options)
+        ingest = IngestParams(limits=limits)
         stages = [
-            ingest_stage(
-                run_dir, inputs, IngestOptions(), shard_size, retry_failed, limits
-            ),
-            features_stage(run_dir, FeatureOptions(), shard_size, retry_failed),
-            transcripts_stage(
+            run_stage(run_dir, INGEST, ingest, shard_size, retry_failed, inputs=inputs),
+            run_stage(run_dir, FEATURES, FeatureOptions(), shard_size, retry_failed),
+            run_stage(
                 run_dir,
-                model,
-                device,
-                settings,
+                TRANSCRIPTS,
+                asr,
                 asr_shard_size,
                 retry_failed,
-                parallel_shards,
-                precision,
+                max_in_flight=parallel_shards,
+                device=device,
             ),
         ]
-        evaluation = evaluate_run(run_dir, {"normalizer": normalizer})
+        scores = evaluate_run(run_dir, evaluation)
         summary = summarize_ingest(run_dir, stages)
         run_info = {
             "title": f"Transcription review: {Path(run_dir).name}",
             "model": model,
             "device": device,
             "precision": precision,
-            "settings": settings,
+            "settings": asdict(options),
             "inputs": inputs,
             "started_at": started_at,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -102,10 +113,8 @@ def transcribe_corpus(
         }
         report = report_run(run_dir, run_info, compare_to)
         exported = export_task(run_dir, export_to) if export_to else None
-    summary.update(
-        evaluation=evaluation, report=report, run_info=run_info, export=exported
-    )
-    _publish_artifacts(evaluation, run_info, report)
+    summary.update(evaluation=scores, report=report, run_info=run_info, export=exported)
+    _publish_artifacts(scores, run_info, report)
     return summary
 
 

@@ -10,7 +10,7 @@ import html
 import math
 from typing import Any
 
-from tasks.evaluate_metrics import align_words
+from tasks.metrics import align_words
 
 CSS = """
 :root { --fg:#1b1f24; --muted:#5a6470; --line:#d8dde3; --bg:#ffffff; --panel:#f6f8fa; }

@@ -9,7 +9,9 @@ import subprocess
 import pytest
 
 from flows.cli import main
-from tasks.stage import RunLock, write_stage_record
+from tasks.asr.ingest import INGEST
+from tasks.stage import RunLock, StageSpec, write_stage_record
+from tasks.tts.requests import TTS_REQUESTS
 from tests.conftest import SAMPLES, mount_tmpfs
 
 
@@ -29,8 +31,8 @@ def _refused(capsys, argv: list[str]) -> str:
     return err.strip()
 
 
-def _stage_folder(run, stage: str):
-    (run / stage).mkdir(parents=True)
+def _stage_folder(run, stage: StageSpec):
+    (run / stage.name).mkdir(parents=True)
     write_stage_record(run, stage, {})
 
 
@@ -44,8 +46,8 @@ def test_out_is_a_file(tmp_path, capsys):
 
 def test_out_holds_another_kind_of_run(tmp_path, capsys):
     tts_run, asr_run = tmp_path / "tts", tmp_path / "asr"
-    _stage_folder(tts_run, "tts_requests")
-    _stage_folder(asr_run, "ingest")
+    _stage_folder(tts_run, TTS_REQUESTS)
+    _stage_folder(asr_run, INGEST)
     err = _refused(capsys, ["ingest", str(SAMPLES), "--out", str(tts_run)])
     assert err == (
         f"s2s ingest: error: --out {tts_run} holds a TTS dataset run, not a "

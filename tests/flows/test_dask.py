@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.stage import read_stage
 from tests.conftest import REPO, SAMPLES
 
@@ -19,34 +20,60 @@ COLUMNS = ["utt_id", "input_key", "text", "status", "duration_s", "model_fingerp
 
 
 def _run(corpus, run_dir, tmp_path, *extra) -> None:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"),
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
+    }
     env.pop("PREFECT_API_URL", None)
-    cmd = [sys.executable, "-m", "flows.cli", "transcribe", str(corpus), "--out",
-           str(run_dir), "--asr-shard-size", "2", "--json", *extra]  # fmt: skip
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=1200)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "transcribe",
+        str(corpus),
+        "--out",
+        str(run_dir),
+        "--asr-shard-size",
+        "2",
+        "--json",
+        *extra,
+    ]
+    out = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert out.returncode == 0, out.stderr[-4000:]
 
 
 def _rows(run_dir) -> pd.DataFrame:
-    table = read_stage(run_dir, "transcripts", COLUMNS).to_pandas()
+    table = read_stage(run_dir, TRANSCRIPTS, COLUMNS).to_pandas()
     return table.sort_values("utt_id").reset_index(drop=True)
 
 
 def test_dask_local_cluster_matches_local_run(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    for name in ("LJ002-0020.wav", "sense_and_sensibility_01_austen_64kb-0880.wav",
-                 "mfa.wav", "manifest.csv"):  # fmt: skip
+    for name in (
+        "LJ002-0020.wav",
+        "sense_and_sensibility_01_austen_64kb-0880.wav",
+        "mfa.wav",
+        "manifest.csv",
+    ):
         if name == "mfa.wav":  # a third, different clip: LJ002-0020 at half gain
             audio, rate = sf.read(SAMPLES / "LJ002-0020.wav")
             sf.write(corpus / name, audio * 0.5, rate)
             continue
         shutil.copy(SAMPLES / name, corpus / name)
     _run(corpus, tmp_path / "local", tmp_path)
-    _run(corpus, tmp_path / "dask", tmp_path, "--task-runner", "dask",
-         "--dask-workers", "2")  # fmt: skip
+    _run(
+        corpus,
+        tmp_path / "dask",
+        tmp_path,
+        "--task-runner",
+        "dask",
+        "--dask-workers",
+        "2",
+    )
     local, dask = _rows(tmp_path / "local"), _rows(tmp_path / "dask")
     assert len(local) == 3
     pd.testing.assert_frame_equal(local, dask)

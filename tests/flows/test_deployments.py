@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.stage import read_stage
 from tests.conftest import REPO, SAMPLES
 
@@ -54,13 +55,19 @@ def _server(home: Path):
     yields the environment that points clients at it."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               DO_NOT_TRACK="1", PREFECT_UI_ENABLED="false")  # fmt: skip
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="1",
+        PREFECT_UI_ENABLED="false",
+    )
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     api = f"http://127.0.0.1:{port}/api"
     try:
         _wait_healthy(api, proc, 180)
@@ -81,8 +88,14 @@ def prefect_server(tmp_path_factory):
 
 
 def _prefect(env, *args, timeout=300) -> str:
-    out = subprocess.run([PREFECT, "--no-prompt", *args], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    out = subprocess.run(
+        [PREFECT, "--no-prompt", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert out.returncode == 0, f"prefect {' '.join(args)}:\n{out.stdout}\n{out.stderr}"
     return out.stdout
 
@@ -102,10 +115,22 @@ def test_deploy_trigger_and_complete(prefect_server, tmp_path):
         "transcribe-corpus/nightly" in listed and "review-run/weekly-review" in listed
     )
 
-    params = json.dumps({"inputs": [str(corpus)], "run_dir": str(run_dir)})
-    _prefect(env, "deployment", "run", "transcribe-corpus/nightly", "--params", params)
-    _prefect(env, "worker", "start", "--pool", "s2s-process", "--run-once",
-             timeout=900)  # fmt: skip
+    # option dataclasses travel as JSON mappings of their fields
+    params = {
+        "inputs": [str(corpus)],
+        "run_dir": str(run_dir),
+        "options": {"batch_size": 2, "beam_size": 1, "temperatures": [0.0, 0.4]},
+        "evaluation": {"normalizer": "basic"},
+    }
+    _prefect(
+        env,
+        "deployment",
+        "run",
+        "transcribe-corpus/nightly",
+        "--params",
+        json.dumps(params),
+    )
+    _prefect(env, "worker", "start", "--pool", "s2s-process", "--run-once", timeout=900)
 
     code = (
         "import asyncio, json\n"
@@ -116,12 +141,23 @@ def test_deploy_trigger_and_complete(prefect_server, tmp_path):
         "        print(json.dumps([[r.name, r.state_type.value] for r in runs]))\n"
         "asyncio.run(main())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     states = [state for _, state in json.loads(out.stdout)]
     assert "COMPLETED" in states, out.stdout
-    ids = set(read_stage(run_dir, "transcripts", ["utt_id"])["utt_id"].to_pylist())
+    rows = read_stage(run_dir, TRANSCRIPTS, ["utt_id", "decoding_settings"])
+    ids = set(rows["utt_id"].to_pylist())
     assert ids == {"LJ002-0020", "sense_and_sensibility_01_austen_64kb-0880"}
+    settings = json.loads(rows["decoding_settings"][0].as_py())
+    assert settings["batch_size"] == 2 and settings["temperatures"] == [0.0, 0.4]
+    assert settings["max_chunk_s"] == 30.0  # fields not given keep their defaults
+    summary = json.loads((run_dir / "evaluation" / "_summary.json").read_text())
+    assert summary["normalizer"] == "basic"
     assert (run_dir / "report.html").exists()
 
 
@@ -136,9 +172,12 @@ def test_s2s_serve_registers_the_scheduled_deployments(tmp_path):
 def _serve_and_check(prefect_server: dict) -> None:
     s2s = str(Path(sys.executable).with_name("s2s"))
     proc = subprocess.Popen(
-        [s2s, "serve"], cwd=REPO, env=prefect_server,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [s2s, "serve"],
+        cwd=REPO,
+        env=prefect_server,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     code = (
         "import asyncio, json\n"
         "from prefect.client.orchestration import get_client\n"
@@ -157,9 +196,12 @@ def _serve_and_check(prefect_server: dict) -> None:
         while True:
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             out = subprocess.run(
-                [sys.executable, "-c", code], env=prefect_server,
-                capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
+                [sys.executable, "-c", code],
+                env=prefect_server,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             found = json.loads(out.stdout or "{}")
             # Served deployments run in the serving process: no work pool.
             if all(found.get(name, ["pool"])[0] is None for name in SERVED):

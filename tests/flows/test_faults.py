@@ -16,10 +16,15 @@ import sys
 import pandas as pd
 import pytest
 
-import tasks.features
+import tasks.stage.runner
 from flows.ingest_corpus import ingest_corpus
 from flows.transcribe_corpus import transcribe_corpus
-from tasks.stage import FAILPOINT_ENV, list_parts, read_stage
+from tasks.asr.evaluation import EVALUATION
+from tasks.asr.features import FEATURES
+from tasks.asr.ingest import INGEST
+from tasks.asr.transcripts import TRANSCRIPTS
+from tasks.stage import list_parts, read_stage
+from tasks.stage.failpoints import FAILPOINT_ENV
 from tests.conftest import REPO, SAMPLES, mount_tmpfs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -27,7 +32,7 @@ FEATURE_COLS = ["utt_id", "input_key", "n_frames", "peak", "rms_dbfs", "status"]
 
 
 def _features(run_dir) -> pd.DataFrame:
-    table = read_stage(run_dir, "features", FEATURE_COLS).to_pandas()
+    table = read_stage(run_dir, FEATURES, FEATURE_COLS).to_pandas()
     return table.sort_values("utt_id").reset_index(drop=True)
 
 
@@ -42,7 +47,7 @@ def reference_run(tmp_path_factory):
 def test_truncated_part_is_redone(tmp_path, reference_run):
     run = tmp_path / "run"
     ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
-    victim = list_parts(run, "features")[1]
+    victim = list_parts(run, FEATURES)[1]
     victim.write_bytes(victim.read_bytes()[:200])  # a crash left half a file
     summary = ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
     assert summary["stages"]["features"]["n_todo"] == 2
@@ -51,21 +56,21 @@ def test_truncated_part_is_redone(tmp_path, reference_run):
 
 
 def test_exception_in_one_shard_then_rerun(tmp_path, reference_run, monkeypatch):
-    real = tasks.features.compute_features
+    real = tasks.stage.runner.write_rows
 
-    def flaky(utt_ids, *args, **kwargs):
-        if "jfk" in utt_ids:
+    def flaky(run_dir, stage, index, rows):
+        if stage is FEATURES and any(r["utt_id"] == "jfk" for r in rows):
             raise OSError("injected worker failure")
-        return real(utt_ids, *args, **kwargs)
+        return real(run_dir, stage, index, rows)
 
-    monkeypatch.setattr(tasks.features, "compute_features", flaky)
+    monkeypatch.setattr(tasks.stage.runner, "write_rows", flaky)
     run = tmp_path / "run"
     summary = ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
     failed = summary["stages"]["features"]["failed_shards"]
     assert len(failed) == 1 and "injected worker failure" in failed[0]
     assert len(_features(run)) == 4  # the other shards finished
 
-    monkeypatch.setattr(tasks.features, "compute_features", real)
+    monkeypatch.setattr(tasks.stage.runner, "write_rows", real)
     again = ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
     assert again["stages"]["features"]["n_todo"] == 2
     pd.testing.assert_frame_equal(_features(run), reference_run)
@@ -90,7 +95,7 @@ def test_full_disk_then_more_space(small_tmpfs, reference_run):
     assert leftovers == []  # no half-written part is left behind as data
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_tmpfs)], check=True)
     ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
-    ids = read_stage(run, "ingest", ["utt_id"])["utt_id"].to_pylist()
+    ids = read_stage(run, INGEST, ["utt_id"])["utt_id"].to_pylist()
     assert len(ids) == len(set(ids)) == 6
     pd.testing.assert_frame_equal(_features(run), reference_run)
     shutil.rmtree(run)
@@ -98,19 +103,19 @@ def test_full_disk_then_more_space(small_tmpfs, reference_run):
 
 # Columns that must match an uninterrupted run exactly (timings are left out).
 STABLE_COLUMNS = {
-    "ingest": ["utt_id", "input_key", "source_sha256", "duration_s", "status"],
-    "features": FEATURE_COLS,
-    "transcripts": ["utt_id", "input_key", "text", "avg_logprob", "status"],
-    "evaluation": ["utt_id", "reference_norm", "hypothesis_norm", "wer", "cer"],
+    INGEST: ["utt_id", "input_key", "source_sha256", "duration_s", "status"],
+    FEATURES: FEATURE_COLS,
+    TRANSCRIPTS: ["utt_id", "input_key", "text", "avg_logprob", "status"],
+    EVALUATION: ["utt_id", "reference_norm", "hypothesis_norm", "wer", "cer"],
 }
 
 
 def _stage_frames(run_dir) -> dict[str, pd.DataFrame]:
-    return {
-        stage: read_stage(run_dir, stage, cols).to_pandas()
-        .sort_values("utt_id").reset_index(drop=True)
-        for stage, cols in STABLE_COLUMNS.items()
-    }  # fmt: skip
+    frames = {}
+    for stage, cols in STABLE_COLUMNS.items():
+        frame = read_stage(run_dir, stage, cols).to_pandas()
+        frames[stage.name] = frame.sort_values("utt_id").reset_index(drop=True)
+    return frames
 
 
 @pytest.mark.slow
@@ -123,24 +128,25 @@ def test_sigkill_in_each_stage_then_resume(tmp_path):
     reference = tmp_path / "reference"
     transcribe_corpus([str(SAMPLES)], str(reference), shard_size=2, asr_shard_size=2)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "flows.cli", "transcribe", str(SAMPLES), "--out",
-           str(run), "--shard-size", "2", "--asr-shard-size", "2",
-           "--json"]  # fmt: skip
+    cmd = [sys.executable, "-m", "flows.cli", "transcribe", str(SAMPLES)]
+    cmd += ["--out", str(run), "--shard-size", "2", "--asr-shard-size", "2", "--json"]
     # The runs share the session's Prefect server instead of starting their own.
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     for stage in STABLE_COLUMNS:
-        fail_env = {**env, FAILPOINT_ENV: f"{stage}:1"}
-        killed = subprocess.run(cmd, cwd=REPO, env=fail_env, capture_output=True,
-                                text=True, timeout=600)  # fmt: skip
+        fail_env = {**env, FAILPOINT_ENV: f"{stage.name}:1"}
+        killed = subprocess.run(
+            cmd, cwd=REPO, env=fail_env, capture_output=True, text=True, timeout=600
+        )
         assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-        assert list_parts(run, stage), f"no {stage} part before the kill"
+        assert list_parts(run, stage), f"no {stage.name} part before the kill"
         assert not (run / "report.html").exists()
-    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
+    done = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout)
     assert summary["stages"]["ingest"]["n_todo"] == 0  # finished by earlier reruns
     got, want = _stage_frames(run), _stage_frames(reference)
-    for stage in STABLE_COLUMNS:
-        pd.testing.assert_frame_equal(got[stage], want[stage], obj=stage)
+    for name in got:
+        pd.testing.assert_frame_equal(got[name], want[name], obj=name)
     assert (run / "report.html").exists()

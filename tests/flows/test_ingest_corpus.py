@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 import pytest
 
 from flows.ingest_corpus import ingest_corpus
-from tasks.features import log_mel_array
+from tasks.asr.features import FEATURES, LOG_MEL
+from tasks.asr.ingest import INGEST
 from tasks.stage import read_stage
 from tests.conftest import BAD_AUDIO, SAMPLES
 from tests.fixtures.make_bad_audio import EXPECTED
@@ -29,14 +30,14 @@ def test_mixed_corpus_then_rerun_then_growth(tmp_path):
     n_bad = sum(1 for s, _ in EXPECTED.values() if s == "failed")
     assert summary["n_files"] == 6 + len(EXPECTED)
     assert summary["n_failed"] == n_bad
-    ingest = read_stage(run, "ingest")
-    features = read_stage(run, "features", ["utt_id", "n_frames", "status"])
+    ingest = read_stage(run, INGEST)
+    features = read_stage(run, FEATURES, ["utt_id", "n_frames", "status"])
     ok_ids = set(ingest.filter(pc.equal(ingest["status"], "ok"))["utt_id"].to_pylist())
     assert set(features["utt_id"].to_pylist()) == ok_ids
     assert "jfk" in ok_ids and "bad/empty" not in ok_ids
     # the stored log-mel: one float16 blob per row, read back as (n_mels, n_frames)
-    jfk = read_stage(run, "features").to_pandas().set_index("utt_id").loc["jfk"]
-    mel = log_mel_array(jfk)
+    jfk = read_stage(run, FEATURES).to_pandas().set_index("utt_id").loc["jfk"]
+    mel = LOG_MEL.read(jfk)
     assert mel.dtype == np.float16 and mel.shape == (80, jfk["n_frames"])
     assert mel.shape[1] == pytest.approx(100 * 11.0, abs=2)  # jfk.flac is 11 s
     assert np.isfinite(mel).all() and -1.5 < mel.min() < mel.max() <= 2.5
@@ -54,6 +55,6 @@ def test_mixed_corpus_then_rerun_then_growth(tmp_path):
     )
     assert grown["stages"]["ingest"]["n_todo"] == 1
     assert grown["stages"]["features"]["n_todo"] == 1
-    ids = read_stage(run, "ingest", ["utt_id"])["utt_id"].to_pylist()
+    ids = read_stage(run, INGEST, ["utt_id"])["utt_id"].to_pylist()
     assert len(ids) == len(set(ids)) == 6 + len(EXPECTED)  # one added, one removed
     assert "jfk_copy" in ids and "bad/empty" not in ids

@@ -14,12 +14,16 @@ import numpy as np
 import pytest
 
 from flows.regenerate_tts_dataset import regenerate_tts_dataset
-from tasks.stage import FAILPOINT_ENV, read_stage
-from tasks.tts_engines import EngineError
+from tasks.stage import read_stage
+from tasks.stage.failpoints import FAILPOINT_ENV
+from tasks.tts.audio import AUDIO
+from tasks.tts.engines import EngineError, SynthesisOptions
+from tasks.tts.evaluation import TTS_STAGES, TtsEvalOptions
+from tasks.tts.mels import MELS
 from tests.conftest import REPO
 from tests.fixtures.tts.tiny_voice import make_tiny_voice, write_speaker_embedding
 
-STAGES = ("tts_requests", "mels", "audio", "tts_evaluation")
+NO_DNSMOS = TtsEvalOptions(dnsmos=False)
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +46,28 @@ def test_bad_inputs_export_report_and_rerun(tmp_path, voice):
     table.write_text('utt_id,text,speaker\nc1,From a table.,spk1\nc2,"",spk2\n')
     emb = write_speaker_embedding(tmp_path / "spk.npy")
     run = str(tmp_path / "run")
+    synthesis = SynthesisOptions(voice=voice, speaker_embedding=str(emb))
     summary = regenerate_tts_dataset(
-        [str(texts), str(table)], run, voice=voice, speaker_embedding=str(emb),
-        export_ljspeech_dir=str(tmp_path / "lj"), shard_size=3, dnsmos=False,
-    )  # fmt: skip
+        [str(texts), str(table)],
+        run,
+        synthesis,
+        evaluation=NO_DNSMOS,
+        export_ljspeech_dir=str(tmp_path / "lj"),
+        shard_size=3,
+    )
     errors = {f["utt_id"]: f["error"] for f in summary["evaluation"]["failures"]}
     assert "not valid UTF-8" in errors["texts-00004"]
     assert "nothing left to say" in errors["texts-00005"]
     assert "more than max_chars" in errors["texts-00006"]
     assert errors["c2"] == "empty text"
     good = {"texts-00001", "texts-00003", "texts-00007", "c1"}
-    for stage in STAGES[1:]:
+    for stage in TTS_STAGES[1:]:
         ids = _ids(run, stage)
         assert sorted(ids) == sorted(good), stage
-    audio = read_stage(run, "audio").to_pandas().set_index("utt_id")
+    audio = read_stage(run, AUDIO).to_pandas().set_index("utt_id")
     assert (audio["status"] == "ok").all() and (audio["sampling_rate"] == 16000).all()
     assert audio.loc["c1", "speaker"] == "spk1"
-    mels = read_stage(run, "mels").to_pandas().set_index("utt_id")
+    mels = read_stage(run, MELS).to_pandas().set_index("utt_id")
     assert mels["hit_max_length"].all()  # the tiny voice never stops by itself
     assert summary["evaluation"]["n_stop_failures"] == 4
     assert summary["evaluation"]["synthesis_rtfx"] > 0
@@ -70,20 +79,26 @@ def test_bad_inputs_export_report_and_rerun(tmp_path, voice):
     assert "<audio" in html and "texts-00006" in html
 
     again = regenerate_tts_dataset(
-        [str(texts), str(table)], run, voice=voice, speaker_embedding=str(emb),
-        shard_size=3, dnsmos=False, compare_to=run,
-    )  # fmt: skip
+        [str(texts), str(table)],
+        run,
+        synthesis,
+        evaluation=NO_DNSMOS,
+        shard_size=3,
+        compare_to=run,
+    )
     assert all(s["n_todo"] == 0 for s in again["stages"].values())
     assert "Comparison" in open(again["report"], encoding="utf-8").read()
 
     bad = tmp_path / "short.npy"
     np.save(bad, np.zeros(100, np.float32))
     with pytest.raises(ValueError, match="expected 512 floats"):
-        regenerate_tts_dataset([str(texts)], run, voice=voice,
-                               speaker_embedding=str(bad), dnsmos=False)  # fmt: skip
+        bad_speaker = SynthesisOptions(voice=voice, speaker_embedding=str(bad))
+        regenerate_tts_dataset([str(texts)], run, bad_speaker, evaluation=NO_DNSMOS)
     with pytest.raises(EngineError, match="no config.json"):
-        regenerate_tts_dataset([str(texts)], str(tmp_path / "r2"), dnsmos=False,
-                               voice=str(tmp_path / "no-voice-here"))  # fmt: skip
+        no_voice = SynthesisOptions(voice=str(tmp_path / "no-voice-here"))
+        regenerate_tts_dataset(
+            [str(texts)], str(tmp_path / "r2"), no_voice, evaluation=NO_DNSMOS
+        )
 
 
 def _cli(args: list[str], env: dict, **kw):
@@ -112,17 +127,18 @@ def test_sigkill_mid_mels_then_resume(tmp_path):
     voice = str(make_tiny_voice(tmp_path / "voice", max_speech_positions=400))
     texts = tmp_path / "texts.txt"
     n = 12
-    texts.write_text("".join(f"Sentence number {chr(97 + i % 26)} of the test.\n"
-                             for i in range(n)))  # fmt: skip
+    texts.write_text(
+        "".join(f"Sentence number {chr(97 + i % 26)} of the test.\n" for i in range(n))
+    )
     run = tmp_path / "run"
     # The runs share the session's Prefect server instead of starting their own.
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    args = [str(texts), "--out", str(run), "--voice", voice, "--shard-size", "4",
-            "--no-dnsmos", "--json"]  # fmt: skip
+    args = [str(texts), "--out", str(run), "--voice", voice, "--shard-size", "4"]
+    args += ["--no-dnsmos", "--json"]
     cmd, kw = _cli(args, {**env, FAILPOINT_ENV: "mels:1"})
     killed = subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    n_before = len(_ids(run, "mels"))
+    n_before = len(_ids(run, MELS))
     assert n_before == 4
 
     cmd, kw = _cli(args, env)
@@ -130,6 +146,6 @@ def test_sigkill_mid_mels_then_resume(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["stages"]["mels"]["n_todo"] == n - n_before
-    for stage in STAGES:
+    for stage in TTS_STAGES:
         ids = _ids(run, stage)
-        assert len(ids) == len(set(ids)) == n, stage
+        assert len(ids) == len(set(ids)) == n, stage.name

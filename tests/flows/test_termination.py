@@ -18,9 +18,11 @@ import time
 import psutil
 import pytest
 
-from tasks.ingest import UNGUARDED_READS_ENV
-from tasks.shutdown import TERMINATION_BOUND_S
-from tasks.stage import read_stage
+from tasks.asr.features import FEATURES
+from tasks.asr.ingest import INGEST, UNGUARDED_READS_ENV
+from tasks.asr.transcripts import TRANSCRIPTS
+from tasks.stage import StageSpec, read_stage
+from tasks.stage.shutdown import TERMINATION_BOUND_S
 from tests.conftest import REPO, SAMPLES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -44,10 +46,10 @@ def _shared_api_env() -> dict:
     return {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
 
 
-def _rows(run, stage: str) -> dict[str, dict]:
+def _rows(run, stage: StageSpec) -> dict[str, dict]:
     table = read_stage(run, stage, ["utt_id", "status", "error"]).to_pylist()
     ids = [r["utt_id"] for r in table]
-    assert len(ids) == len(set(ids)), f"{stage} has an utterance twice: {ids}"
+    assert len(ids) == len(set(ids)), f"{stage.name} has an utterance twice: {ids}"
     return {r["utt_id"]: r for r in table}
 
 
@@ -69,21 +71,25 @@ def test_special_files_and_a_broken_manifest_line_beside_real_speech(tmp_path):
         'country."}\n{"audio_path": "LJ002-0020.wav", "reference": "in eighteen\n'
     )
     try:
-        done = subprocess.run(_s2s("transcribe", str(corpus), "--out", str(run),
-                                   "--json"), cwd=REPO, env=_shared_api_env(),
-                              capture_output=True, text=True,
-                              timeout=300)  # fmt: skip
+        done = subprocess.run(
+            _s2s("transcribe", str(corpus), "--out", str(run), "--json"),
+            cwd=REPO,
+            env=_shared_api_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         listening.close()
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert (summary["n_ok"], summary["n_failed"]) == (2, 5)
-    ingest = _rows(run, "ingest")
+    ingest = _rows(run, INGEST)
     failed = {k: r["error"] for k, r in ingest.items() if r["status"] == "failed"}
     bad_line = f"{manifest}:2"
     assert failed.pop(bad_line).startswith(f"{manifest} line 2: invalid JSON")
     assert failed == SPECIAL_ERRORS
-    transcripts = read_stage(run, "transcripts", ["utt_id", "text"]).to_pylist()
+    transcripts = read_stage(run, TRANSCRIPTS, ["utt_id", "text"]).to_pylist()
     texts = {r["utt_id"]: r["text"] for r in transcripts}
     assert set(texts) == {"jfk", "LJ002-0020"}
     assert "ask not what your country can do for you" in texts["jfk"].lower()
@@ -122,10 +128,14 @@ def test_sigterm_while_a_reader_is_blocked_then_rerun(tmp_path):
     os.mkfifo(corpus / "fifo.wav")
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update({UNGUARDED_READS_ENV: "1", "PREFECT_HOME": str(home)})
-    proc = subprocess.Popen(_s2s("ingest", str(corpus), "--out", str(run),
-                                 "--shard-size", "1"), cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _s2s("ingest", str(corpus), "--out", str(run), "--shard-size", "1"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not _blocked_in_fifo_open(proc.pid):
@@ -150,15 +160,23 @@ def test_sigterm_while_a_reader_is_blocked_then_rerun(tmp_path):
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     assert not [p for p in (run / "ingest").iterdir() if ".tmp-" in p.name]
 
-    done = subprocess.run(_s2s("ingest", str(corpus), "--out", str(run), "--json"),
-                          cwd=REPO, env=_shared_api_env(), capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        _s2s("ingest", str(corpus), "--out", str(run), "--json"),
+        cwd=REPO,
+        env=_shared_api_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
-    ingest = _rows(run, "ingest")
+    ingest = _rows(run, INGEST)
     assert {k: r["status"] for k, r in ingest.items()} == {
-        "jfk": "ok", "LJ002-0020": "ok", "fifo": "failed"}  # fmt: skip
+        "jfk": "ok",
+        "LJ002-0020": "ok",
+        "fifo": "failed",
+    }
     assert ingest["fifo"]["error"] == SPECIAL_ERRORS["fifo"]
-    assert set(_rows(run, "features")) == {"jfk", "LJ002-0020"}
+    assert set(_rows(run, FEATURES)) == {"jfk", "LJ002-0020"}
 
 
 SERVE = """
@@ -182,12 +200,19 @@ def test_cancelling_a_stuck_deployment_run(tmp_path):
     corpus.mkdir()
     shutil.copy(SAMPLES / "LJ002-0020.wav", corpus / "a.wav")
     os.mkfifo(corpus / "b.wav")
-    env = {**_shared_api_env(), UNGUARDED_READS_ENV: "1",
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}  # fmt: skip
-    runner = subprocess.Popen([sys.executable, "-c", SERVE, str(corpus), str(run)],
-                              cwd=REPO, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)  # fmt: skip
+    env = {
+        **_shared_api_env(),
+        UNGUARDED_READS_ENV: "1",
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
+    runner = subprocess.Popen(
+        [sys.executable, "-c", SERVE, str(corpus), str(run)],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with get_client(sync_client=True) as client:
             deployment = None
@@ -200,8 +225,11 @@ def test_cancelling_a_stuck_deployment_run(tmp_path):
                     time.sleep(1)
             flow_run = client.create_flow_run_from_deployment(deployment.id)
             while True:
-                engines = [p for p in psutil.Process(runner.pid).children(True)
-                           if _blocked_in_fifo_open(p.pid)]  # fmt: skip
+                engines = [
+                    p
+                    for p in psutil.Process(runner.pid).children(True)
+                    if _blocked_in_fifo_open(p.pid)
+                ]
                 if engines:
                     break
                 assert time.monotonic() < deadline, "the flow run never blocked"
@@ -219,4 +247,4 @@ def test_cancelling_a_stuck_deployment_run(tmp_path):
         runner.wait(timeout=60)
     with open(run / ".lock") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    assert set(_rows(run, "ingest")) <= {"a", "b"}  # whole parts, each row once
+    assert set(_rows(run, INGEST)) <= {"a", "b"}  # whole parts, each row once

@@ -5,12 +5,12 @@ to speak is measured by the training run recorded in the voice's model card."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
@@ -19,21 +19,22 @@ from flows.train_tts import train_tts
 from s2s_models.speecht5 import SpeechT5TTS
 from s2s_models.speecht5.phonemes import PhonemeTokenizer
 from s2s_models.speecht5.training import collate, decoder_inputs, tts_losses
-from tasks.schemas import TTS_AUDIO
-from tasks.train_tts import TrainConfig, lr_at
-from tasks.tts_engines import load_speecht5_voice
+from tasks.stage import write_part
+from tasks.tts.audio import AUDIO
+from tasks.tts.engines import load_speecht5_voice
+from tasks.tts.training.trainer import TrainConfig, lr_at
 
-TINY = {
-    "n_state": 32,
-    "n_head": 2,
-    "n_ffn": 64,
-    "n_text_layer": 1,
-    "n_speech_layer": 1,
-    "n_postnet_units": 32,
-    "frames_per_batch": 800,
-    "warmup_steps": 2,
-    "lr": 3e-3,
-}
+TINY = TrainConfig(
+    n_state=32,
+    n_head=2,
+    n_ffn=64,
+    n_text_layer=1,
+    n_speech_layer=1,
+    n_postnet_units=32,
+    frames_per_batch=800,
+    warmup_steps=2,
+    lr=3e-3,
+)
 TEXTS = [
     "The cat sat on the mat.",
     "A bird sang in the tall tree.",
@@ -79,11 +80,7 @@ def dataset(tmp_path) -> str:
             }
         )
     run = tmp_path / "dataset"
-    (run / "audio").mkdir(parents=True)
-    pq.write_table(
-        pa.Table.from_pylist(rows, schema=TTS_AUDIO),
-        run / "audio" / "part-00000.parquet",
-    )
+    write_part(run, AUDIO, 0, pa.Table.from_pylist(rows, schema=AUDIO.schema))
     return str(run)
 
 
@@ -97,7 +94,7 @@ def test_losses_teacher_forcing_layout():
     assert torch.equal(inputs[:, 0], torch.zeros(2, 80))  # a zero frame starts
     assert torch.equal(inputs[0, 1], mels[0][2])  # then the last frame of each step
     assert torch.equal(inputs[0, 2], mels[0][5])
-    net = SpeechT5TTS(TrainConfig(**TINY).dims(len(tok))).eval()
+    net = SpeechT5TTS(TINY.dims(len(tok))).eval()
     loss, parts, out = tts_losses(net, batch)
     assert out.mels.shape == batch.target.shape
     assert all(np.isfinite(v) for v in parts.values())
@@ -175,9 +172,14 @@ def test_character_front_end_voice(tmp_path, dataset):
     heldout.write_text("\n".join(HELDOUT) + "\n")
     ckpt = tmp_path / "chars"
     summary = train_tts(
-        dataset=dataset, ckpt_dir=str(ckpt), heldout_file=str(heldout), max_steps=2,
-        eval_every=2, eval_sentences=1, config={**TINY, "front_end": "characters"},
-    )  # fmt: skip
+        dataset=dataset,
+        ckpt_dir=str(ckpt),
+        heldout_file=str(heldout),
+        max_steps=2,
+        eval_every=2,
+        eval_sentences=1,
+        config=dataclasses.replace(TINY, front_end="characters"),
+    )
     assert summary["step"] == 2
     voice = load_speecht5_voice(str(ckpt / "best"))
     assert voice.tokenizer.front_end == "characters"

@@ -10,13 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.transcribe_corpus import transcribe_corpus
+from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.stage import read_stage
 from tests.conftest import BAD_AUDIO, SAMPLES
 
 GOOD_IDS = {
-    "jfk", "2412-153948-0000", "1995-1837-0001", "LJ001-0001", "LJ002-0020",
+    "jfk",
+    "2412-153948-0000",
+    "1995-1837-0001",
+    "LJ001-0001",
+    "LJ002-0020",
     "sense_and_sensibility_01_austen_64kb-0880",
-}  # fmt: skip
+}
 
 
 def _ids(run_dir, stage):
@@ -36,7 +41,7 @@ def test_samples_with_broken_files_then_rerun_then_growth(tmp_path):
     dest = "memory://s2s-flow-test/run"  # object storage stand-in
     summary = transcribe_corpus(inputs, run, asr_shard_size=4, export_to=dest)
     assert summary["n_failed"] == 3
-    transcripts = read_stage(run, "transcripts").to_pandas().set_index("utt_id")
+    transcripts = read_stage(run, TRANSCRIPTS).to_pandas().set_index("utt_id")
     assert set(transcripts.index) == GOOD_IDS | {"one_sample"}
     assert (transcripts["status"] == "ok").all()
     assert "ask not what your country can do for you" in transcripts.loc["jfk", "text"]
@@ -58,5 +63,5 @@ def test_samples_with_broken_files_then_rerun_then_growth(tmp_path):
     shutil.copy(SAMPLES / "LJ002-0020.wav", corpus / "good" / "extra.wav")
     grown = transcribe_corpus(inputs, run, asr_shard_size=4)
     assert grown["stages"]["transcripts"]["n_todo"] == 1
-    ids = _ids(run, "transcripts")
+    ids = _ids(run, TRANSCRIPTS)
     assert len(ids) == len(set(ids)) == len(GOOD_IDS) + 2

@@ -16,7 +16,7 @@ from s2s_models import (
     Word,
     load_asr,
 )
-from tasks.schemas import SEGMENT_STRUCT, WORD_STRUCT
+from tasks.asr.transcripts import SEGMENT_STRUCT, WORD_STRUCT
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "longform"
 SR = 16_000

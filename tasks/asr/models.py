@@ -1,0 +1,34 @@
+"""The Whisper models of a process: loaded once, fingerprinted by their files.
+
+Used by the transcripts stage and by everything else that transcribes (the TTS
+round trip, voice training's evaluations).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from s2s_models import load_asr
+from s2s_models.whisper.checkpoints import DTYPES, resolve_checkpoint
+from tasks.stage import file_sha256, fingerprint
+
+
+@functools.lru_cache(maxsize=2)
+def get_asr(model: str, device: str, precision: str = "float32"):
+    """The ASR model for this process, loaded on first use.
+    `precision`: a dtype name ("float32", "bfloat16", "float16")."""
+    return load_asr(model, device=device, dtype=DTYPES[precision])
+
+
+def model_fingerprint(model: str) -> str:
+    """Content hash of a checkpoint's files, without loading the model."""
+    root = Path(resolve_checkpoint(model))
+    files = (
+        sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    )
+    hashes = []
+    for path in files:
+        st = path.stat()
+        hashes.append((path.name, file_sha256(str(path), st.st_size, st.st_mtime_ns)))
+    return fingerprint(hashes)
