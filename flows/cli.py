@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from flows.cli_common import (
     TRANSCRIPTION_KIND,
@@ -129,9 +130,89 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             parallel_shards=parallel,
             export_to=args.export_to,
+            output_formats=list(args.output_format),
         )
     emit(summary, args.json, _print_transcribe_summary)
     return exit_code(summary)
+
+
+def _formats(spec: str) -> tuple[str, ...]:
+    from tasks.asr.outputs import parse_formats
+
+    try:
+        return parse_formats(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _temperatures(spec: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(t) for t in spec.split(",") if t.strip())
+    except ValueError:
+        values = ()
+    if not values or any(t < 0 for t in values):
+        raise argparse.ArgumentTypeError(
+            f"not a temperature list: {spec!r} (e.g. 0 or 0,0.2,0.4,0.6,0.8,1)"
+        )
+    return values
+
+
+def _add_decoding_options(p: argparse.ArgumentParser) -> None:
+    """How Whisper decodes: fields of TranscribeOptions (each part of a
+    transcript's key, so changing one redoes the transcripts)."""
+    add_option(
+        p, "--long-form", "decoding.longform_mode", choices=("vad", "sequential"),
+        help="vad (default): VAD windows of all files decoded in batches, a window "
+        "that stops early decoded again from where it stopped; sequential: "
+        "openai-whisper's seek loop, one file and one window at a time (slower)",
+    )  # fmt: skip
+    add_option(
+        p, "--temperature", "decoding.temperatures", type=_temperatures,
+        metavar="T[,T...]",
+        help="sampling temperatures tried in turn when a window's text fails the "
+        "compression or log-prob check (default: 0,0.2,0.4,0.6,0.8,1; 0 alone: "
+        "greedy only)",
+    )  # fmt: skip
+    add_option(
+        p, "--no-speech-threshold", "decoding.no_speech_threshold", type=float,
+        metavar="P",
+        help="a window is skipped as silence when its no-speech probability is "
+        "above P and its text is improbable (default: 0.6)",
+    )  # fmt: skip
+    add_option(
+        p, "--condition-on-previous-text", "decoding.condition_on_previous_text",
+        action=argparse.BooleanOptionalAction,
+        help="prompt each window with the text before it (default: on with "
+        "--long-form sequential, off in vad mode, where it measured worse and "
+        "decodes each file's windows in order)",
+    )  # fmt: skip
+    add_option(
+        p, "--initial-prompt", "decoding.initial_prompt", metavar="TEXT",
+        help="context for the decoder, e.g. names and terms with their spelling",
+    )  # fmt: skip
+    add_option(
+        p, "--vad-threshold", "decoding.vad_threshold", type=float, metavar="P",
+        help="speech probability at which the VAD starts speech (default: 0.35)",
+    )  # fmt: skip
+    add_option(
+        p, "--word-timestamps", "decoding.word_timestamps", action="store_true",
+        help="time every word (cross-attention alignment): the transcripts' words "
+        "column and the JSON outputs get start, end and probability per word",
+    )  # fmt: skip
+
+
+def cmd_outputs(args: argparse.Namespace) -> int:
+    from tasks.asr.outputs import OUTPUTS_DIR, write_outputs
+    from tasks.asr.transcripts import TRANSCRIPTS
+    from tasks.stage import RunLock, read_stage_record
+
+    if read_stage_record(args.run_dir, TRANSCRIPTS) is None:
+        return refuse(args.command, f"{args.run_dir} holds no transcripts")
+    with RunLock(args.run_dir):
+        written = write_outputs(args.run_dir, args.format)
+    for fmt, n in written.items():
+        print(f"{fmt:<5} {n} files in {Path(args.run_dir, OUTPUTS_DIR, fmt)}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -299,6 +380,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="language code; default: English for .en models, "
         "detected for multilingual ones",
     )
+    _add_decoding_options(p)
+    p.add_argument(
+        "--output-format",
+        type=_formats,
+        default=(),
+        metavar="FORMATS",
+        help="also write each transcript as files: any of srt, vtt, txt, tsv, json "
+        "(comma-separated) or all, into RUN_DIR/outputs/<format>/<utt_id>.<format>; "
+        "'s2s outputs' rewrites them later without transcribing",
+    )
     add_option(
         p,
         "--normalizer",
@@ -350,6 +441,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="OTHER_RUN_DIR", default=None)
     p.add_argument("-v", "--verbose", action="store_true", help="show Prefect logs")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "outputs",
+        help="write a run's transcripts as SRT, VTT, TXT, TSV or JSON files",
+        description="Write RUN_DIR/outputs/<format>/<utt_id>.<format> from the "
+        "transcripts a run already holds (no decoding); files of utterances the "
+        "run no longer holds are removed.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument(
+        "--format",
+        type=_formats,
+        default=("srt", "vtt", "txt", "tsv", "json"),
+        metavar="FORMATS",
+        help="srt, vtt, txt, tsv, json (comma-separated) or all (default: all)",
+    )
+    p.set_defaults(func=cmd_outputs)
 
     p = sub.add_parser(
         "export",

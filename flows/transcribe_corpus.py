@@ -28,6 +28,7 @@ from s2s_models.whisper.checkpoints import resolve_precision
 from tasks.asr.evaluation import EvaluationOptions, evaluate_run
 from tasks.asr.features import FEATURES, FeatureOptions
 from tasks.asr.ingest import INGEST, IngestParams
+from tasks.asr.outputs import parse_formats, write_outputs
 from tasks.asr.report import render_markdown_summary, report_run, summary_table_rows
 from tasks.asr.sources import ReadLimits
 from tasks.asr.summary import summarize_ingest
@@ -57,6 +58,7 @@ def transcribe_corpus(
     retry_failed: bool = False,
     parallel_shards: int = 1,
     export_to: str | None = None,
+    output_formats: list[str] = [],  # noqa: B006 - a flow parameter, never mutated
 ) -> dict:
     """Transcribe a corpus into RUN_DIR, score it, and write RUN_DIR/report.html.
 
@@ -70,8 +72,9 @@ def transcribe_corpus(
     progress for `stall_timeout_s`, are failed rows. `parallel_shards`: transcript
     shards in flight (1 locally, one model per process; the worker count on Dask).
     `export_to`: an fsspec URI (e.g. s3://bucket/run) to mirror RUN_DIR to at the
-    end. SIGTERM/SIGINT stop the run within `TERMINATION_BOUND_S`
-    (`stop_on_signals`).
+    end. `output_formats`: any of srt, vtt, txt, tsv, json, written per utterance
+    under RUN_DIR/outputs/<format>/. SIGTERM/SIGINT stop the run within
+    `TERMINATION_BOUND_S` (`stop_on_signals`).
 
     Returns a JSON-friendly summary: file counts, audio hours, RTFx, WER with its
     95% CI when references exist, and each stage's report.
@@ -98,6 +101,7 @@ def transcribe_corpus(
             ),
         ]
         scores = evaluate_run(run_dir, evaluation)
+        outputs = write_outputs(run_dir, parse_formats(",".join(output_formats)))
         summary = summarize_ingest(run_dir, stages)
         run_info = {
             "title": f"Transcription review: {Path(run_dir).name}",
@@ -113,7 +117,13 @@ def transcribe_corpus(
         }
         report = report_run(run_dir, run_info, compare_to)
         exported = export_task(run_dir, export_to) if export_to else None
-    summary.update(evaluation=scores, report=report, run_info=run_info, export=exported)
+    summary.update(
+        evaluation=scores,
+        report=report,
+        run_info=run_info,
+        export=exported,
+        outputs=outputs,
+    )
     _publish_artifacts(scores, run_info, report)
     return summary
 

@@ -231,7 +231,7 @@ class _WindowDecoder:
             model, options.beam_size
         )
         self.queue: deque[Window] = deque()
-        if options.condition_on_previous_text:
+        if options.conditioning:
             for rec in recordings:  # one window of each recording at a time
                 if rec.windows:
                     self.queue.append(rec.windows.popleft())
@@ -257,7 +257,7 @@ class _WindowDecoder:
                 batch, future = ahead
                 pieces = future.result()
                 ahead = None
-            if not self.options.condition_on_previous_text and self.queue:
+            if not self.options.conditioning and self.queue:
                 following = self._take()
                 ahead = (following, self.pool.submit(self._cut, following))
             self._decode_batch(batch, pieces)
@@ -324,16 +324,18 @@ class _WindowDecoder:
         windows of different recordings still batch together), else the initial
         prompt on every window."""
         rec = self.recordings[window.item]
-        if self.options.condition_on_previous_text and rec.context:
+        if self.options.conditioning and rec.context:
             keep = 1 << (min(len(rec.context), MAX_PROMPT).bit_length() - 1)
             return rec.context[-keep:]
         if self.options.initial_prompt:
             return self.tokenizer.encode(" " + self.options.initial_prompt.strip())
         return None
 
-    def _speech_s(self, window: Window) -> float:
+    def _speech_s(self, window: Window, weak: bool = False) -> float:
         probs = self.recordings[window.item].probs
-        return speech_seconds(probs, window.pieces, self.options.vad_threshold)
+        o = self.options
+        threshold = o.weak_speech_threshold if weak else o.vad_threshold
+        return speech_seconds(probs, window.pieces, threshold)
 
     def _implausible(self, window: Window, result: DecodingResult) -> bool:
         """Text that cannot be the window's speech: none although the VAD hears
@@ -369,7 +371,10 @@ class _WindowDecoder:
         gaps = self._uncovered(window, closed)
         covered = max(p.end for p in closed)
         rest = window.after(covered) if covered >= MIN_ADVANCE_S else None
-        if rest is not None and self._speech_s(rest) >= options.remainder_speech_s:
+        if (
+            rest is not None
+            and self._speech_s(rest, True) >= options.remainder_speech_s
+        ):
             # decoding stopped before the speech ended: the open end (if any) is
             # decoded again with the rest of the window
             pieces = closed
@@ -388,7 +393,7 @@ class _WindowDecoder:
         for piece in sorted(closed, key=lambda p: p.start):
             if piece.start - edge >= MIN_ADVANCE_S:
                 gap = window.between(edge, piece.start)
-                if gap and self._speech_s(gap) >= self.options.remainder_speech_s:
+                if gap and self._speech_s(gap, True) >= self.options.remainder_speech_s:
                     gaps.append(gap)
             edge = max(edge, piece.end)
         return gaps

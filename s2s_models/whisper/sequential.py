@@ -160,7 +160,7 @@ def transcribe_sequential(
             words += words_in_recording(timed, lambda t, o=offset_s: o + t, last)
         windows.append(result)
         seek += advance
-        if options.condition_on_previous_text and result.temperature <= 0.5:
+        if options.conditioning and result.temperature <= 0.5:
             context = (context + [t for *_, piece in pieces for t in piece])[
                 -MAX_PROMPT:
             ]

@@ -52,8 +52,10 @@ class TranscribeOptions:
     longform_mode: str = "vad"  # "vad" (batched over VAD windows) or "sequential"
     without_timestamps: bool = False  # True: vad mode decodes text only (one
     # segment per window, no re-decoding of a window that stops early)
-    condition_on_previous_text: bool = False  # prompt each window with the text
-    # of the one before it (vad mode then decodes a file's windows in order)
+    condition_on_previous_text: bool | None = None  # prompt each window with the
+    # text before it; None: the mode's default, on in sequential mode (openai's),
+    # off in vad mode (measured worse there; vad mode then decodes a file's windows
+    # in order)
     initial_prompt: str | None = None  # context text (e.g. spellings of names)
     # for the first window of each file (every window when not conditioning)
     word_timestamps: bool = False  # word start/end/probability by cross-attention DTW
@@ -104,6 +106,13 @@ class TranscribeOptions:
             raise ValueError("max_words_per_s must be > 0")
         self.vad_options().verify()
         self.decoding_options().verify()
+
+    @property
+    def conditioning(self) -> bool:
+        """Whether windows are prompted with the text before them."""
+        if self.condition_on_previous_text is None:
+            return self.longform_mode == "sequential"
+        return self.condition_on_previous_text
 
     def vad_options(self, threshold: float | None = None) -> vad.VadOptions:
         """Speech regions at ``vad_threshold`` (or the ``threshold`` given)."""

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from pathlib import Path
 
 FORMATS = ("srt", "vtt", "txt", "tsv", "json")
 
@@ -121,3 +123,42 @@ def parse_formats(spec: str) -> tuple[str, ...]:
             f"{', '.join(FORMATS)} or all"
         )
     return tuple(dict.fromkeys(names))
+
+
+OUTPUTS_DIR = "outputs"  # RUN_DIR/outputs/<format>/<utt_id>.<format>
+
+
+def output_path(run_dir: str | Path, fmt: str, utt_id: str) -> Path:
+    """Where `utt_id`'s file of format `fmt` goes. An utt_id's folders (it may be a
+    relative path, "speaker/clip") are kept; parts that could leave the folder
+    ("..", empty, absolute) are replaced."""
+    parts = [p if p not in ("", ".", "..") else "_" for p in utt_id.split("/")]
+    return Path(run_dir, OUTPUTS_DIR, fmt, *parts).with_name(f"{parts[-1]}.{fmt}")
+
+
+def write_outputs(run_dir: str | Path, formats: tuple[str, ...]) -> dict[str, int]:
+    """Write every ok transcript of the run in each format; returns files written
+    per format. Each file is written whole (temporary name, then rename), and files
+    of utterances the run no longer holds are removed, so the folder always matches
+    the `transcripts` stage."""
+    from tasks.asr.transcripts import TRANSCRIPTS
+    from tasks.stage import read_stage
+
+    table = read_stage(run_dir, TRANSCRIPTS)
+    rows = [r for r in table.to_pylist() if r["status"] == "ok"]
+    written = {}
+    for fmt in formats:
+        keep = set()
+        for row in rows:
+            path = output_path(run_dir, fmt, row["utt_id"])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp.write_text(WRITERS[fmt](row), encoding="utf-8")
+            os.replace(tmp, path)
+            keep.add(path)
+        root = Path(run_dir, OUTPUTS_DIR, fmt)
+        for stale in root.rglob(f"*.{fmt}"):
+            if stale not in keep:
+                stale.unlink()
+        written[fmt] = len(keep)
+    return written

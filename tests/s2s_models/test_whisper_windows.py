@@ -46,7 +46,7 @@ def test_window_samples_join_its_pieces():
 
 
 def test_long_confident_silence_is_cut_out_and_short_pauses_stay():
-    options = TranscribeOptions()
+    options = TranscribeOptions(vad_speech_pad_s=0.2)
     probs = _probs((1.0, 0.01), (4.0, 0.95), (0.6, 0.01), (3.0, 0.9), (6.0, 0.01),
                    (2.0, 0.9), (0.5, 0.01))  # fmt: skip
     total = len(probs) * F
