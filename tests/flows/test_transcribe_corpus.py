@@ -65,3 +65,49 @@ def test_samples_with_broken_files_then_rerun_then_growth(tmp_path):
     assert grown["stages"]["transcripts"]["n_todo"] == 1
     ids = _ids(run, TRANSCRIPTS)
     assert len(ids) == len(set(ids)) == len(GOOD_IDS) + 2
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_word_timestamps_and_output_files(tmp_path):
+    """Options reach the transcripts (and their key); every output format is
+    written, parses, and matches the transcripts; `s2s outputs` rewrites them."""
+    import json
+
+    import srt
+    import webvtt
+
+    from flows.cli import main
+    from s2s_models import TranscribeOptions
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name in ("jfk.flac", "LJ002-0020.wav"):
+        shutil.copy(SAMPLES / name, corpus / name)
+    run = str(tmp_path / "run")
+    options = TranscribeOptions(batch_size=0, word_timestamps=True)
+    summary = transcribe_corpus(
+        [str(corpus)], run, options=options, output_formats=["srt", "json"]
+    )
+    assert summary["outputs"] == {"srt": 2, "json": 2}
+    rows = read_stage(run, TRANSCRIPTS).to_pylist()
+    by_id = {r["utt_id"]: r for r in rows}
+    jfk = by_id["jfk"]
+    assert '"word_timestamps": true' in jfk["decoding_settings"]
+    words = jfk["words"]
+    assert "".join(w["word"] for w in words).strip() == jfk["text"].strip()
+    assert all(
+        a["start_s"] <= b["start_s"] for a, b in zip(words, words[1:], strict=False)
+    )
+    subs = list(srt.parse((tmp_path / "run/outputs/srt/jfk.srt").read_text()))
+    cues = [s for s in jfk["segments"] if s["text"].strip()]
+    assert [s.content for s in subs] == [s["text"].strip() for s in cues]
+    assert subs[0].start.total_seconds() == pytest.approx(cues[0]["start_s"], abs=1e-3)
+    doc = json.loads((tmp_path / "run/outputs/json/jfk.json").read_text())
+    assert doc["text"] == jfk["text"].strip() and len(doc["words"]) == len(words)
+
+    # rewritten from the run, without decoding: only the asked format
+    shutil.rmtree(tmp_path / "run/outputs")
+    assert main(["outputs", run, "--format", "vtt"]) == 0
+    vtt = webvtt.read(str(tmp_path / "run/outputs/vtt/LJ002-0020.vtt"))
+    assert " ".join(c.text for c in vtt).strip() == by_id["LJ002-0020"]["text"].strip()
+    assert not (tmp_path / "run/outputs/srt").exists()
