@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from flows.api_server import LocalApiServer, flow_api
 from flows.cli_common import (
     TRANSCRIPTION_KIND,
     add_option,
@@ -61,14 +62,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from tasks.asr.features import FeatureOptions
     from tasks.asr.sources import ReadLimits
 
-    summary = ingest_corpus(
-        inputs=args.inputs,
-        run_dir=args.out,
-        features=options_from_args(args, "features", FeatureOptions()),
-        limits=options_from_args(args, "limits", ReadLimits()),
-        shard_size=args.shard_size,
-        retry_failed=args.retry_failed,
-    )
+    with flow_api(args.api_server):
+        summary = ingest_corpus(
+            inputs=args.inputs,
+            run_dir=args.out,
+            features=options_from_args(args, "features", FeatureOptions()),
+            limits=options_from_args(args, "limits", ReadLimits()),
+            shard_size=args.shard_size,
+            retry_failed=args.retry_failed,
+        )
     emit(summary, args.json, _print_ingest_summary)
     return exit_code(summary)
 
@@ -104,7 +106,7 @@ def _print_transcribe_summary(summary: dict) -> None:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     if problem := _precheck(args):
         return refuse(args.command, problem)
-    from flows.task_runners import build_task_runner, task_runner_env
+    from flows.task_runners import build_task_runner
     from flows.transcribe_corpus import DEFAULT_DECODING, transcribe_corpus
     from tasks.asr.evaluation import EvaluationOptions
     from tasks.asr.sources import ReadLimits
@@ -114,7 +116,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if runner is not None:
         flow_fn = transcribe_corpus.with_options(task_runner=runner)
     parallel = 1 if args.task_runner == "local" else max(1, args.dask_workers)
-    with task_runner_env(args.task_runner):
+    if runner is None:  # shards run in this process: load the model meanwhile
+        from s2s_models.whisper.checkpoints import resolve_precision
+        from tasks.asr.models import preload_asr
+
+        precision = resolve_precision(args.device, args.precision)
+        preload_asr(args.model, args.device, precision)
+    with flow_api(args.api_server):
         summary = flow_fn(
             inputs=args.inputs,
             run_dir=args.out,
@@ -218,7 +226,8 @@ def cmd_outputs(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from flows.review_run import review_run
 
-    path = review_run(run_dir=args.run_dir, compare_to=args.compare)
+    with flow_api(args.api_server):
+        path = review_run(run_dir=args.run_dir, compare_to=args.compare)
     print(f"report        {path}")
     return 0
 
@@ -234,7 +243,8 @@ def _print_export(done: dict) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from flows.export_run import export_run
 
-    done = export_run(run_dir=args.run_dir, dest=args.dest)
+    with flow_api(args.api_server):
+        done = export_run(run_dir=args.run_dir, dest=args.dest)
     if args.json:
         print(json.dumps(done, indent=2))
     else:
@@ -491,10 +501,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that run a flow: their Prefect API server starts while they import
+# (flows.api_server).
+FLOW_COMMANDS = ("ingest", "transcribe", "report", "export")
+
+
 def main(argv: list[str] | None = None) -> int:
+    # Prefect reads its logging settings when first imported, which building the
+    # parser does: set them first.
+    words = sys.argv[1:] if argv is None else argv
+    configure_env(verbose=bool({"-v", "--verbose"} & set(words)))
     args = build_parser().parse_args(argv)
-    configure_env(getattr(args, "verbose", False))
-    return run_command(args.command, lambda: args.func(args))
+    early = args.command in FLOW_COMMANDS
+    args.api_server = LocalApiServer.start_early() if early else None
+    try:
+        return run_command(args.command, lambda: args.func(args))
+    finally:
+        if args.api_server is not None:
+            args.api_server.close()
 
 
 if __name__ == "__main__":

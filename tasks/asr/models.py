@@ -7,18 +7,42 @@ round trip, voice training's evaluations).
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 from s2s_models import load_asr
 from s2s_models.whisper.checkpoints import DTYPES, resolve_checkpoint
 from tasks.stage import file_sha256, fingerprint
 
+_LOADING = threading.Lock()  # one load at a time: a preload and a shard share it
 
-@functools.lru_cache(maxsize=2)
+
 def get_asr(model: str, device: str, precision: str = "float32"):
     """The ASR model for this process, loaded on first use.
     `precision`: a dtype name ("float32", "bfloat16", "float16")."""
+    with _LOADING:
+        return _load(model, device, precision)
+
+
+@functools.lru_cache(maxsize=2)
+def _load(model: str, device: str, precision: str):
     return load_asr(model, device=device, dtype=DTYPES[precision])
+
+
+def preload_asr(model: str, device: str, precision: str) -> threading.Thread:
+    """Load the model in a background thread, so that the load overlaps other
+    start-up work (the first shard then finds it loaded, or waits for it). A load
+    that fails here is left for the shard to meet and report."""
+
+    def load() -> None:
+        try:
+            get_asr(model, device, precision)
+        except Exception:  # noqa: BLE001 - the shard loads it again and fails its rows
+            pass
+
+    thread = threading.Thread(target=load, name="s2s-preload-asr", daemon=True)
+    thread.start()
+    return thread
 
 
 def model_fingerprint(model: str) -> str:

@@ -22,6 +22,7 @@ ends the process at once.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import signal
 import sys
@@ -115,7 +116,12 @@ def _report_crashed(flow_run_id, reason: str, timeout_s: float = REPORT_S) -> No
         with contextlib.suppress(Exception):
             report()
 
-    reporter = threading.Thread(target=guarded, name="s2s-report-crash", daemon=True)
+    # in this context: the API the run reports to can be a setting of the caller's
+    # context (flows.api_server), which a new thread would not see
+    context = contextvars.copy_context()
+    reporter = threading.Thread(
+        target=context.run, args=(guarded,), name="s2s-report-crash", daemon=True
+    )
     reporter.start()
     reporter.join(timeout_s)
 
@@ -142,7 +148,10 @@ def _arm_deadline(grace_s: float, signum: int) -> None:
                 _report_crashed(flow_run_id, reason)
             end_process_now(128 + signum)
 
-        _deadline = threading.Thread(target=expire, name="s2s-stop-deadline")
+        context = contextvars.copy_context()  # the run's Prefect settings
+        _deadline = threading.Thread(
+            target=context.run, args=(expire,), name="s2s-stop-deadline"
+        )
         _deadline.daemon = True
         _deadline.start()
 
