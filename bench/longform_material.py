@@ -270,7 +270,7 @@ def narrations(text_file: Path, rng: np.random.Generator) -> list[Recording]:
     voice (extra ``teacher``): clean with 0.3-2 s pauses, with brown noise at
     10 dB SNR, and through the 8 kHz telephone band. Varied text, exact
     references."""
-    from tasks.tts_engines import PiperEngine
+    from tasks.tts.engines import PiperEngine
 
     lines = [ln.strip() for ln in text_file.read_text().splitlines() if ln.strip()]
     order = rng.permutation(len(lines))
