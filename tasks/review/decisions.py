@@ -155,8 +155,9 @@ def parse_decisions_csv(
             check_decision(known[utt_id], decision, value)
         except DecisionsError as exc:
             raise DecisionsError(f"{where} ({utt_id}): {exc}") from None
+        kind = known[utt_id]
         out.append(
-            {"utt_id": utt_id, "kind": known[utt_id], "decision": decision, "text": value}
+            {"utt_id": utt_id, "kind": kind, "decision": decision, "text": value}
         )
     if not out:
         raise DecisionsError(f"{source} holds no decisions")

@@ -193,6 +193,10 @@ def queue_items(run_dirs: list[str]) -> list[dict]:
     return sorted(items, key=priority)
 
 
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
 def export_queue_csv(items: list[dict], run_dirs: list[str]) -> str:
     """The queue as CSV text (EXPORT_COLUMNS); flags joined with '|'."""
     out = io.StringIO()
@@ -205,7 +209,7 @@ def export_queue_csv(items: list[dict], run_dirs: list[str]) -> str:
             "flags": "|".join(item["flags"]),
             "decision": item["decision"] or "",
         }
-        writer.writerow(["" if values[c] is None else values[c] for c in EXPORT_COLUMNS])
+        writer.writerow([_cell(values[c]) for c in EXPORT_COLUMNS])
     return out.getvalue()
 
 
