@@ -25,10 +25,7 @@ KNOWN = {"a": "asr", "b": "asr", "t": "tts"}
 
 def test_a_good_file_is_read_in_order():
     data = (
-        "\ufeffutt_id,decision,text\n"
-        'a,correct,"Hello, world"\n'
-        "b,REJECT,\n"
-        "t,accept,\n"
+        '\ufeffutt_id,decision,text\na,correct,"Hello, world"\nb,REJECT,\nt,accept,\n'
     ).encode()
     out = parse_decisions_csv(data, KNOWN)
     assert [(d["utt_id"], d["kind"], d["decision"]) for d in out] == [
