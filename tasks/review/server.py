@@ -62,10 +62,19 @@ class ReviewState:
         self.token = secrets.token_urlsafe(32)
         self.lock = threading.Lock()  # one queue rebuild at a time
         self.allowed_hosts: set[str] = set()
+        self._items: list[dict] | None = None
 
-    def items(self) -> list[dict]:
+    def items(self, fresh: bool = False) -> list[dict]:
+        """The queue; rebuilt from the runs when `fresh` (the page asks for it)
+        or after a decision, else the last one (audio requests come in bursts)."""
         with self.lock:
-            return queue_items(self.run_dirs)
+            if fresh or self._items is None:
+                self._items = queue_items(self.run_dirs)
+            return self._items
+
+    def decided(self) -> None:
+        with self.lock:
+            self._items = None
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one state per server
     def wav(self, run: int, kind: str, utt_id: str, seed) -> bytes:
@@ -148,7 +157,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
     def _queue(self) -> dict:
         runs = [{"index": i, "name": r} for i, r in enumerate(self.state.run_dirs)]
-        return {"runs": runs, "items": self.state.items()}
+        return {"runs": runs, "items": self.state.items(fresh=True)}
 
     def _find(self, run: str, utt_id: str) -> dict | None:
         """The queue's item for (run index, utt_id), or None."""
@@ -219,6 +228,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError, DecisionsError) as exc:
             return self._error(HTTPStatus.BAD_REQUEST, f"bad decision: {exc}")
         append_reviews(run_dir, [row])
+        self.state.decided()
         return self._json(HTTPStatus.OK, {"ok": True, "decision": row["decision"]})
 
 
