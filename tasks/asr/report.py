@@ -64,9 +64,11 @@ def _cards(summary: dict, run_info: dict) -> str:
     level = round(100 * summary.get("ci_level", 0.95))
     cards = []
     if summary.get("wer") is not None:
+        after = " after review" if summary.get("before_review") else ""
         for name in ("wer", "cer"):
             ci = ci_text(summary[f"{name}_ci_low"], summary[f"{name}_ci_high"])
-            cards.append((pct(summary[name]), f"{name.upper()} ({level}% CI {ci})"))
+            label = f"{name.upper()}{after} ({level}% CI {ci})"
+            cards.append((pct(summary[name]), label))
         n_ref = summary["n_with_reference"]
         cards.append((f"{summary['n_scored']}", f"scored ({n_ref} with reference)"))
     if summary.get("before_review"):

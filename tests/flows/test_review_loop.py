@@ -6,6 +6,7 @@ evaluation re-scored without decoding, and the closed loop of `s2s synthesize`.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import shutil
 import threading
@@ -121,7 +122,14 @@ def test_apply_corrects_wer_without_decoding(asr_run, tmp_path, capsys):
     assert scores["jfk"]["wer"] == scores["jfk"]["wer_before_review"]
     assert _md5s(run) == before  # re-scored, never decoded again
     report = (tmp_path / "asr" / "report.html").read_text()
-    assert "WER before review" in report
+    assert "WER before review" in report and "WER after review" in report
+
+    queue = tmp_path / "queue.csv"
+    assert main(["review", run, "--export", str(queue)]) == 0
+    exported = {r["utt_id"]: r for r in csv.DictReader(queue.open())}
+    assert set(exported) == {"jfk", LJ}
+    assert exported[LJ]["decision"] == "correct"
+    assert exported[LJ]["reference"] == lj_text.strip()
 
     # a later decision wins; a rejected item leaves the score, history stays
     (tmp_path / "later.csv").write_text(f"utt_id,decision,text\n{LJ},reject,\n")
