@@ -23,7 +23,7 @@ from prefect import flow
 from tasks.asr.models import model_fingerprint
 from tasks.review.decisions import rejected_seeds
 from tasks.review.reviews import read_reviews
-from tasks.stage import RunLock, read_stage, write_part
+from tasks.stage import RunLock, read_stage, write_part, write_stage_record
 from tasks.stage.parts import list_parts
 from tasks.stage.runner import StageReport, run_stage
 from tasks.stage.shutdown import stop_on_signals
@@ -227,4 +227,6 @@ def synthesis_rounds(
         for stale in list_parts(run_dir, TTS_ATTEMPTS):
             if stale != written:
                 stale.unlink()
+        record = {"parameters": dataclasses.asdict(loop), "n_rows": len(rows)}
+        write_stage_record(run_dir, TTS_ATTEMPTS, record)
     return [_merge(reports[stage.name]) for stage, _ in stages]

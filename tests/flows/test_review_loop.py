@@ -23,8 +23,8 @@ from tasks.asr.evaluation import EVALUATION
 from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.review.decisions import DecisionsError
 from tasks.review.reviews import REVIEWS, read_reviews
-from tasks.stage import list_parts, read_stage
-from tasks.tts.attempts import LoopOptions
+from tasks.stage import list_parts, read_stage, read_stage_record
+from tasks.tts.attempts import TTS_ATTEMPTS, LoopOptions
 from tasks.tts.evaluation import TTS_EVALUATION, TtsEvalOptions
 from tasks.tts.mels import MELS
 from tests.conftest import SAMPLES
@@ -162,6 +162,9 @@ def test_closed_loop_keeps_the_best_attempt(tts_run, tmp_path):
         assert kept[0]["wer"] == min(r["wer"] for r in rows)  # the best is kept
         assert seeds[utt_id] == kept[0]["seed"]  # ... and is what the run holds
         assert final[utt_id]["wer"] == pytest.approx(kept[0]["wer"])
+    record = read_stage_record(run, TTS_ATTEMPTS)
+    assert record["parameters"]["max_attempts"] == 2
+    assert record["n_rows"] == len(attempts)
     att = summary["evaluation"]["attempts"]
     n_passed = sum(att["passed_at_attempt"].values())
     assert n_passed + len(att["never_passed"]) == 3
