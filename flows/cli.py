@@ -27,6 +27,7 @@ from flows.cli_common import (
     refuse,
     run_command,
 )
+from flows.cli_review import register as register_review
 from flows.cli_tts import register as register_tts
 from tasks.asr.sources import DEFAULT_STALL_S
 
@@ -225,9 +226,20 @@ def cmd_outputs(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from flows.review_run import review_run
+    from tasks.asr.evaluation import summary_path
 
     with flow_api(args.api_server):
         path = review_run(run_dir=args.run_dir, compare_to=args.compare)
+    summary = json.loads(Path(summary_path(args.run_dir)).read_text())
+    if summary.get("before_review"):
+        from tasks.asr.report import review_text
+
+        before, after = summary["before_review"]["wer"], summary["wer"]
+        print(f"WER           {100 * after:.2f}% after review" if after is not None
+              else "WER           no scored utterances after review")  # fmt: skip
+        print(f"              {100 * before:.2f}% {review_text(summary)}")
+    elif summary.get("wer") is not None:
+        print(f"WER           {100 * summary['wer']:.2f}%")
     print(f"report        {path}")
     return 0
 
@@ -498,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     register_tts(sub)
+    register_review(sub)
     return parser
 
 

@@ -72,6 +72,7 @@ def _print_summary(summary: dict) -> None:
         )
     rate = ev["stop_failure_rate"]
     print(f"stop failures {ev['n_stop_failures']} ({100 * (rate or 0):.1f}%)")
+    _print_attempts(ev.get("attempts") or {})
     if summary.get("export"):
         export = summary["export"]
         folder = os.path.dirname(export["metadata"])
@@ -79,7 +80,26 @@ def _print_summary(summary: dict) -> None:
     print(f"report        {summary['report']}")
 
 
+def _print_attempts(att: dict) -> None:
+    """The closed loop's outcome: passes per attempt, items that never passed."""
+    if att.get("max_round_trip_wer") is None:
+        return
+    passed = ", ".join(
+        f"{n} at attempt {k}" for k, n in att["passed_at_attempt"].items()
+    )
+    never = att["never_passed"]
+    print(
+        f"closed loop   round-trip WER <= {100 * att['max_round_trip_wer']:g}%: "
+        f"passed {passed or 'none'}; {len(never)} never passed "
+        f"({att['n_attempts']} attempts, {att['n_regenerated']} items regenerated, "
+        f"at most {att['max_attempts']} each)"
+    )
+    if never:
+        print(f"  never passed  {', '.join(never[:20])}")
+
+
 def cmd_synthesize(args: argparse.Namespace) -> int:
+    from tasks.tts.attempts import LoopOptions
     from tasks.tts.engines import SynthesisOptions
     from tasks.tts.evaluation import TtsEvalOptions
     from tasks.tts.requests import TextOptions
@@ -102,6 +122,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         shard_size=args.shard_size,
         compare_to=args.compare,
         retry_failed=args.retry_failed,
+        loop=options_from_args(args, "loop", LoopOptions()),
     )
     emit(summary, args.json, _print_summary)
     return exit_code(summary)
@@ -293,6 +314,25 @@ def register(subparsers) -> None:
         "evaluation.dnsmos",
         action="store_false",
         help="skip predicted MOS",
+    )
+    # LoopOptions fields: the closed loop
+    add_option(
+        p,
+        "--max-round-trip-wer",
+        "loop.max_round_trip_wer",
+        metavar="X",
+        type=float,
+        help="generate an item again, with a new seed, while its round-trip WER "
+        "is above X (a fraction, e.g. 0.2); the best attempt is kept and every "
+        "attempt recorded in RUN_DIR/tts_attempts",
+    )
+    add_option(
+        p,
+        "--max-attempts",
+        "loop.max_attempts",
+        metavar="N",
+        type=int,
+        help="attempts per item at most, the first included (default: 1)",
     )
     p.add_argument(
         "--vocoder",

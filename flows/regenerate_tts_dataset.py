@@ -17,12 +17,27 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 from prefect import flow
 
 from tasks.asr.models import model_fingerprint
-from tasks.stage import RunLock
-from tasks.stage.runner import run_stage
+from tasks.review.decisions import rejected_seeds
+from tasks.review.reviews import read_reviews
+from tasks.stage import RunLock, read_stage, write_part, write_stage_record
+from tasks.stage.parts import list_parts
+from tasks.stage.runner import StageReport, run_stage
 from tasks.stage.shutdown import stop_on_signals
+from tasks.tts.attempts import (
+    TTS_ATTEMPTS,
+    LoopOptions,
+    attempt_row,
+    best_seed,
+    current_attempts,
+    failing,
+    next_seed,
+    start_seeds,
+    summarize_attempts,
+)
 from tasks.tts.audio import AUDIO, AudioParams, export_ljspeech, resolve_vocoder
 from tasks.tts.engines import SynthesisOptions, check_engine, engine_fingerprint
 from tasks.tts.evaluation import (
@@ -55,6 +70,7 @@ def regenerate_tts_dataset(
     shard_size: int = 64,
     compare_to: str | None = None,
     retry_failed: bool = False,
+    loop: LoopOptions = LoopOptions(),
 ) -> dict:
     """Synthesize `texts` into a TTS dataset in RUN_DIR, evaluate it, report on it.
 
@@ -64,12 +80,18 @@ def regenerate_tts_dataset(
     round-trip ASR. Returns a JSON-friendly summary: per-stage reports, the
     evaluation summary (round-trip WER with CI, DNSMOS, stop failures, RTFx), the
     report path and, with `export_ljspeech_dir`, what was exported.
+
+    Items a reviewer rejected (RUN_DIR/reviews) are generated again with a new
+    seed; accepted ones never are. `loop`: items whose round-trip WER is above
+    `loop.max_round_trip_wer` are generated again, a new seed each time, up to
+    `loop.max_attempts` tries; the best try is kept and every try recorded
+    (RUN_DIR/tts_attempts).
     """
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     evaluation = dataclasses.replace(evaluation, device=device)  # one device per run
     check_engine(synthesis.engine, synthesis.voice, synthesis.speaker_embedding)
-    for options in (synthesis, text, evaluation):
+    for options in (synthesis, text, evaluation, loop):
         options.verify()
     if evaluation.dnsmos:
         check_dnsmos()
@@ -86,11 +108,10 @@ def regenerate_tts_dataset(
         stages = [
             run_stage(
                 run_dir, TTS_REQUESTS, requests, shard_size, retry_failed, inputs=texts
-            ),
-            run_stage(run_dir, MELS, mels, shard_size, retry_failed),
-            run_stage(run_dir, AUDIO, audio, shard_size, retry_failed),
-            run_stage(run_dir, TTS_EVALUATION, scoring, shard_size, retry_failed),
+            )
         ]
+        downstream = [(MELS, mels), (AUDIO, audio), (TTS_EVALUATION, scoring)]
+        stages += synthesis_rounds(run_dir, downstream, loop, shard_size, retry_failed)
         run_info = {
             "title": f"TTS dataset review: {Path(run_dir).name}",
             "engine": synthesis.engine,
@@ -102,7 +123,9 @@ def regenerate_tts_dataset(
             "started_at": started_at,
             "stage_seconds": {s.stage: s.wall_s for s in stages},
         }
-        summary = summarize_tts(run_dir, evaluation, {"run_info": run_info})
+        attempts = summarize_attempts(read_attempts(run_dir), loop)
+        extra = {"run_info": run_info, "attempts": attempts}
+        summary = summarize_tts(run_dir, evaluation, extra)
         export = None
         if export_ljspeech_dir:
             export = export_ljspeech(run_dir, export_ljspeech_dir)
@@ -116,3 +139,94 @@ def regenerate_tts_dataset(
         "report": report,
         "run_info": run_info,
     }
+
+
+def read_attempts(run_dir: str) -> list[dict]:
+    if not list_parts(run_dir, TTS_ATTEMPTS):
+        return []
+    return read_stage(run_dir, TTS_ATTEMPTS).to_pylist()
+
+
+def _merge(reports: list[StageReport]) -> StageReport:
+    """One stage's report over the rounds it ran in."""
+    last = reports[-1]
+    merged = StageReport(last.stage, n_skipped=reports[0].n_skipped)
+    for r in reports:
+        merged.n_shards += r.n_shards
+        merged.n_todo += r.n_todo
+        merged.n_removed += r.n_removed
+        merged.audio_s += r.audio_s
+        merged.failed_shards += r.failed_shards
+        merged.wall_s += r.wall_s
+    return merged
+
+
+def synthesis_rounds(
+    run_dir: str, stages: list, loop: LoopOptions, shard_size: int, retry: bool
+) -> list[StageReport]:
+    """Run mels -> audio -> tts_evaluation with each item's seed (see
+    tasks.tts.attempts), again for the items whose round trip fails while tries
+    are left, then once more for the items whose best try is not the last one.
+    Records every try in tts_attempts; returns one report per stage."""
+    (_, mels), *_ = stages
+    base = mels.synthesis.seed
+    requests = read_stage(run_dir, TTS_REQUESTS, ["utt_id", "input_key", "status"])
+    keys = {
+        r["utt_id"]: r["input_key"] for r in requests.to_pylist() if r["status"] == "ok"
+    }
+    reviews = read_reviews(run_dir)
+    old = read_attempts(run_dir)
+    history = current_attempts(old, keys)
+    seeds, accepted = start_seeds(keys, base, reviews, history)
+    rejected = rejected_seeds(reviews)
+    reports: dict[str, list[StageReport]] = {}
+
+    def run_round() -> dict[str, float | None]:
+        own = tuple((keys[u], s) for u, s in sorted(seeds.items()) if s != base)
+        for stage, params in stages:
+            if stage is MELS:
+                params = dataclasses.replace(params, item_seeds=own)
+            report = run_stage(run_dir, stage, params, shard_size, retry)
+            reports.setdefault(stage.name, []).append(report)
+        ev = read_stage(run_dir, TTS_EVALUATION, ["utt_id", "wer", "status"])
+        scores = {
+            r["utt_id"]: r["wer"] if r["status"] == "ok" else None
+            for r in ev.to_pylist()
+        }
+        for utt_id, wer in scores.items():
+            mine = history.setdefault(utt_id, [])
+            if utt_id in keys and all(r["seed"] != seeds[utt_id] for r in mine):
+                mine.append(
+                    attempt_row(utt_id, keys[utt_id], base, seeds[utt_id], wer, loop)
+                )
+        return scores
+
+    scores = run_round()
+    while again := failing(scores, history, accepted, loop):
+        for utt_id in again:
+            tried = {r["seed"] for r in history[utt_id]}
+            seeds[utt_id] = next_seed(base, tried | rejected.get(utt_id, set()))
+        scores = run_round()
+    best = {u: best_seed(history.get(u, []), rejected.get(u, set())) for u in seeds}
+    moved = {
+        u: s
+        for u, s in best.items()
+        if s is not None and s != seeds[u] and u not in accepted
+    }
+    if moved:  # the best try was not the last: make it again (same seed)
+        seeds.update(moved)
+        run_round()
+    rows = [
+        {**r, "kept": r["seed"] == seeds.get(u)}
+        for u, mine in sorted(history.items())
+        for r in mine
+    ]
+    if rows:
+        table = pa.Table.from_pylist(rows, TTS_ATTEMPTS.schema)
+        written = write_part(run_dir, TTS_ATTEMPTS, 0, table)
+        for stale in list_parts(run_dir, TTS_ATTEMPTS):
+            if stale != written:
+                stale.unlink()
+        record = {"parameters": dataclasses.asdict(loop), "n_rows": len(rows)}
+        write_stage_record(run_dir, TTS_ATTEMPTS, record)
+    return [_merge(reports[stage.name]) for stage, _ in stages]

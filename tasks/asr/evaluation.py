@@ -18,6 +18,7 @@ import math
 import os
 import posixpath
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ from tasks.metrics import (
     ratio_with_ci,
     score_pair,
 )
+from tasks.review.decisions import DECISIONS, corrected_references
+from tasks.review.reviews import latest_reviews
 from tasks.stage import StageSpec, list_parts, read_stage, write_part
 
 # Flag names, in the order the report lists them.
@@ -58,7 +61,7 @@ SLICE_COLUMNS = ("speaker", "source_folder", "duration_bucket")
 # One row per utterance of the run, recomputed whole on every run (no key).
 EVALUATION = StageSpec(
     name="evaluation",
-    version=1,
+    version=2,  # 2: review, wer_before_review
     columns=(
         ("utt_id", pa.string()),
         ("has_reference", pa.bool_()),
@@ -80,10 +83,15 @@ EVALUATION = StageSpec(
         ("chars_per_s", pa.float64()),
         ("flags", pa.list_(pa.string())),
         ("flagged", pa.bool_()),
+        # the reviewer's latest decision (accept | correct | reject), null if none;
+        # wer is scored against the corrected reference, a rejected item not at all
+        ("review", pa.string()),
+        ("wer_before_review", pa.float64()),
     ),
     upstream=TRANSCRIPTS,
 )
 PER_UTT_COLUMNS = tuple(EVALUATION.schema.names)
+_REVIEW_COLUMNS = ("review", "wer_before_review")
 _COUNT_COLUMNS = (
     "ref_words",
     "hits",
@@ -292,7 +300,7 @@ def compute_per_utt(
     merged = _merge_inputs(transcripts, metadata)
     # Plain dicts: iterrows builds a Series per row and costs several times more.
     rows = [_per_utt_row(row, options) for row in merged.to_dict("records")]
-    per_utt = pd.DataFrame(rows, columns=list(PER_UTT_COLUMNS[:-2]))
+    per_utt = pd.DataFrame(rows, columns=list(PER_UTT_COLUMNS[:-4]))
     per_utt = per_utt.astype({c: "int64" for c in _COUNT_COLUMNS})
     per_utt["duration_s"] = per_utt["duration_s"].astype(float)
     joined = merged.drop(columns=["duration_s"]).assign(
@@ -302,7 +310,33 @@ def compute_per_utt(
     )
     per_utt["flags"] = [_quality_flags(r, options) for r in joined.to_dict("records")]
     per_utt["flagged"] = per_utt["flags"].map(bool)
+    per_utt["review"] = None
+    per_utt["wer_before_review"] = per_utt["wer"]
     return per_utt
+
+
+def apply_reviews(
+    transcripts: pd.DataFrame,
+    metadata: pd.DataFrame,
+    per_utt: pd.DataFrame,
+    reviews: Mapping[str, Mapping],
+    options: EvaluationOptions,
+) -> pd.DataFrame:
+    """per_utt scored again against the reviewed references: 'correct' replaces
+    a reference, 'reject' leaves the item out of every score (NaN WER, zero
+    counts), 'accept' changes nothing. `wer_before_review` keeps the old WER."""
+    refs = dict(zip(metadata["utt_id"], metadata["reference"], strict=True))
+    refs, rejected = corrected_references(refs, reviews)
+    reviewed = metadata.assign(reference=metadata["utt_id"].map(refs))
+    after = compute_per_utt(transcripts, reviewed, options)
+    after["wer_before_review"] = per_utt["wer"].to_numpy()
+    after["review"] = after["utt_id"].map(
+        lambda u: reviews[u]["decision"] if u in reviews else None
+    )
+    out = after["utt_id"].isin(rejected)
+    after.loc[out, ["wer", "cer"]] = math.nan
+    after.loc[out, list(_COUNT_COLUMNS)] = 0
+    return after
 
 
 # ---------------------------------------------------------------- summary
@@ -407,6 +441,7 @@ def compute_evaluation(
     transcripts: pd.DataFrame,
     metadata: pd.DataFrame,
     options: EvaluationOptions | None = None,
+    reviews: Mapping[str, Mapping] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score transcripts against references and flag suspicious outputs.
 
@@ -418,6 +453,9 @@ def compute_evaluation(
     metadata : DataFrame, one row per utterance (ingest stage output)
         utt_id, reference (str or None), speaker, source_path, duration_s.
     options : EvaluationOptions, default EvaluationOptions()
+    reviews : utt_id -> latest review decision row (`tasks.review`), or None.
+        References are corrected and rejected items left out of the scores; the
+        summary's ``before_review`` holds the corpus WER without the reviews.
 
     Returns
     -------
@@ -432,7 +470,15 @@ def compute_evaluation(
     options = options or EvaluationOptions()
     options.verify()
     per_utt = compute_per_utt(transcripts, metadata, options)
-    return per_utt, summarize_evaluation(per_utt, options)
+    if not reviews:
+        return per_utt, summarize_evaluation(per_utt, options)
+    before = _error_stats(_error_arrays(per_utt), np.arange(len(per_utt)), options)
+    per_utt = apply_reviews(transcripts, metadata, per_utt, reviews, options)
+    summary = summarize_evaluation(per_utt, options)
+    decided = Counter(per_utt["review"].dropna())
+    summary["before_review"] = json_value(before)
+    summary["n_reviewed"] = {d: decided.get(d, 0) for d in DECISIONS}
+    return per_utt, summary
 
 
 # ---------------------------------------------------------------- stage task
@@ -471,12 +517,14 @@ def evaluate_run(run_dir: str, options: EvaluationOptions) -> dict:
     """Score every transcript of RUN_DIR; write `evaluation/part-00000.parquet`
     (one row per utterance) and `evaluation/_summary.json`; return the summary.
 
-    Cheap next to decoding, so it is recomputed whole on every run: references or
-    the normaliser may have changed even when no transcript did.
+    Cheap next to decoding, so it is recomputed whole on every run: references,
+    review decisions (RUN_DIR/reviews) or the normaliser may have changed even
+    when no transcript did; the transcripts are only read.
     """
     transcripts = read_stage(run_dir, TRANSCRIPTS, _TRANSCRIPT_READ).to_pandas()
     metadata = read_stage(run_dir, INGEST, _METADATA_READ).to_pandas()
-    per_utt, summary = compute_evaluation(transcripts, metadata, options)
+    reviews = latest_reviews(run_dir, "asr")
+    per_utt, summary = compute_evaluation(transcripts, metadata, options, reviews)
     table = pa.Table.from_pandas(per_utt[list(PER_UTT_COLUMNS)], preserve_index=False)
     written = write_part(run_dir, EVALUATION, 0, table)
     for stale in list_parts(run_dir, EVALUATION):

@@ -64,11 +64,15 @@ def _cards(summary: dict, run_info: dict) -> str:
     level = round(100 * summary.get("ci_level", 0.95))
     cards = []
     if summary.get("wer") is not None:
+        after = " after review" if summary.get("before_review") else ""
         for name in ("wer", "cer"):
             ci = ci_text(summary[f"{name}_ci_low"], summary[f"{name}_ci_high"])
-            cards.append((pct(summary[name]), f"{name.upper()} ({level}% CI {ci})"))
+            label = f"{name.upper()}{after} ({level}% CI {ci})"
+            cards.append((pct(summary[name]), label))
         n_ref = summary["n_with_reference"]
         cards.append((f"{summary['n_scored']}", f"scored ({n_ref} with reference)"))
+    if summary.get("before_review"):
+        cards.append((pct(summary["before_review"]["wer"]), review_text(summary)))
     cards += [
         (f"{summary['n_utts']}", f"utterances ({summary['n_failed']} failed)"),
         (duration_text(summary["audio_hours"] * 3600.0), "audio"),
@@ -414,6 +418,15 @@ def summary_table_rows(summary: dict) -> list[dict]:
     return rows
 
 
+def review_text(summary: dict) -> str:
+    """'WER before review (3 accepted, 1 corrected, 1 rejected: not scored)'."""
+    n = summary["n_reviewed"]
+    return (
+        f"WER before review ({n['accept']} accepted, {n['correct']} corrected, "
+        f"{n['reject']} rejected: not scored)"
+    )
+
+
 def render_markdown_summary(summary: dict, run_info: dict) -> str:
     """Short Markdown summary for a Prefect markdown artifact or a terminal."""
     level = round(100 * summary.get("ci_level", 0.95))
@@ -425,6 +438,9 @@ def render_markdown_summary(summary: dict, run_info: dict) -> str:
             lines.append(
                 f"| {name.upper()} | {pct(summary[name], 2)} ({level}% CI {ci}) |"
             )
+    if summary.get("before_review"):
+        before = pct(summary["before_review"]["wer"], 2)
+        lines.append(f"| {review_text(summary)} | {before} |")
     lines += [
         f"| utterances | {summary['n_utts']} ({summary['n_ok']} ok, "
         f"{summary['n_failed']} failed) |",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -70,12 +70,27 @@ class MelsParams:
     engine_fp: str  # `engine_fingerprint` of the engine and voice
     limit: int  # longest sentence chunk (`chunk_limit`)
     device: str = "auto"  # SpeechT5 generation; teachers run on the CPU
+    # (request input_key, seed) of the items sampled with a seed other than
+    # synthesis.seed: a reviewer rejected them, or their round trip failed
+    # (`tasks.tts.attempts`). Keyed by request, so identical texts share a seed.
+    item_seeds: tuple[tuple[str, int], ...] = ()
+
+
+def item_seed(request_key: str, params: MelsParams) -> int:
+    return dict(params.item_seeds).get(request_key, params.synthesis.seed)
 
 
 def mel_key(request_key: str, params: MelsParams) -> str:
     settings = asdict(params.synthesis)
     settings.pop("batch_size")  # batching never changes an utterance's mel
+    settings["seed"] = item_seed(request_key, params)
     return fingerprint(MELS.name, request_key, params.engine_fp, settings, params.limit)
+
+
+def seeds_by_mel_key(params: MelsParams) -> dict[str, int]:
+    """mel input_key -> seed of the items with their own seed (a shard's rows
+    carry their mel key, no longer the request key)."""
+    return {mel_key(k, params): s for k, s in params.item_seeds}
 
 
 def min_frames(tokenizer, ids: list[int]) -> int:
@@ -106,29 +121,44 @@ def _generate_batch(voice, texts: list[str], speaker, options) -> list[tuple]:
     return list(zip(mels, result.stopped, result.cut_short, strict=True))
 
 
+def _seed_batches(seeds: list[int], lengths: list[int], size: int) -> list[list[int]]:
+    """Piece indices in batches of at most `size`, each of one seed (a batch
+    shares its dropout masks), length-sorted within a seed."""
+    order = sorted(range(len(seeds)), key=lambda p: (seeds[p], lengths[p]))
+    batches: list[list[int]] = []
+    for p in order:
+        if batches and len(batches[-1]) < size and seeds[batches[-1][0]] == seeds[p]:
+            batches[-1].append(p)
+        else:
+            batches.append([p])
+    return batches
+
+
 def compute_mels_speecht5(
     voice, rows: list[dict], synthesis: SynthesisOptions, limit: int
 ) -> list[dict]:
-    """Generate every chunk of every row in length-sorted batches, then join each
-    row's chunks. A batch that raises is redone item by item, so one bad chunk
-    fails only its own utterance. Compute time is shared out by frames."""
+    """Generate every chunk of every row in length-sorted batches of one seed
+    (a row's `seed`), then join each row's chunks. A batch that raises is redone
+    item by item, so one bad chunk fails only its own utterance. Compute time is
+    shared out by frames."""
     speaker = speaker_tensor(voice, synthesis.speaker_embedding)
     pieces = [
         (i, chunk)
         for i, row in enumerate(rows)
         for chunk in sentence_chunks(row["normalized_text"], limit)
     ]
-    order = sorted(range(len(pieces)), key=lambda p: len(pieces[p][1]))
+    seeds = [rows[i].get("seed", synthesis.seed) for i, _ in pieces]
     mels: list = [None] * len(pieces)
     stops: list = [None] * len(pieces)  # (stopped, cut_short) per chunk
     errors: list = [None] * len(pieces)
     seconds = [0.0] * len(pieces)
 
     def generate(batch: list[int]) -> list[tuple]:  # (mel, stopped, cut_short)
-        return _generate_batch(voice, [pieces[p][1] for p in batch], speaker, synthesis)
+        options = replace(synthesis, seed=seeds[batch[0]])
+        return _generate_batch(voice, [pieces[p][1] for p in batch], speaker, options)
 
-    for start in range(0, len(order), synthesis.batch_size):
-        batch = order[start : start + synthesis.batch_size]
+    lengths = [len(chunk) for _, chunk in pieces]
+    for batch in _seed_batches(seeds, lengths, synthesis.batch_size):
         t0 = time.perf_counter()
         outcomes = run_isolating_failures(generate, batch)
         results = []
@@ -195,7 +225,15 @@ def compute_mels(rows: Iterable[dict], params: MelsParams) -> list[dict]:
     """Pure stage logic: a mel (and a teacher's audio) per request row, on
     `params.device` for SpeechT5 (the cached voice moves there once)."""
     synthesis = params.synthesis
-    rows = [{**row, "engine": synthesis.engine} for row in rows]
+    own = seeds_by_mel_key(params)
+    rows = [
+        {
+            **row,
+            "engine": synthesis.engine,
+            "seed": own.get(row["input_key"], synthesis.seed),
+        }
+        for row in rows
+    ]
     with torch.inference_mode():
         if synthesis.engine == "speecht5":
             voice = load_speecht5_voice(synthesis.voice)
@@ -207,10 +245,11 @@ def compute_mels(rows: Iterable[dict], params: MelsParams) -> list[dict]:
 
 MELS = StageSpec(
     name="mels",
-    version=3,  # 2: cut_short; 3: the mel as a float16 blob (TTS_MEL)
+    version=4,  # 2: cut_short; 3: the mel as a float16 blob (TTS_MEL); 4: seed
     columns=(
         *TEXT_COLUMNS,
         ("engine", pa.string()),  # speecht5 | piper | espeak
+        ("seed", pa.int64()),  # sampling (prenet dropout) seed of this item
         ("n_mels", pa.int32()),
         ("n_frames", pa.int32()),
         ("log_mel", pa.binary()),  # TTS_MEL: a float16 blob (tasks.codecs)

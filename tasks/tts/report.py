@@ -107,12 +107,35 @@ def _cards(summary: dict) -> str:
         (num(summary["synthesis_rtfx"], ".1f"), "synthesis RTFx"),
         (num(summary["words_per_min"]["p50"], ".0f"), "words/min (median)"),
     ]
+    cards += _attempt_cards(summary.get("attempts") or {})
     cells = "".join(
         f'<div class="card"><div class="v">{value}</div><div class="l">{label}</div>'
         "</div>"
         for value, label in cards
     )
     return f'<div class="cards">{cells}</div>'
+
+
+def _attempt_cards(att: dict) -> list[tuple[str, str]]:
+    """The closed loop (`s2s synthesize --max-round-trip-wer`): passes per
+    attempt and the items that never passed."""
+    if att.get("max_round_trip_wer") is None:
+        return []
+    limit = pct(att["max_round_trip_wer"], 0)
+    cards = [
+        (f"{n}", f"passed (round-trip WER &le; {limit}) at attempt {esc(k)}")
+        for k, n in att["passed_at_attempt"].items()
+    ]
+    never = att["never_passed"]
+    listed = esc(", ".join(never[:10])) + (" ..." if len(never) > 10 else "")
+    cards.append(
+        (
+            f"{len(never)}",
+            f"never passed in {att['max_attempts']} attempts"
+            + (f": {listed}" if never else ""),
+        )
+    )
+    return cards
 
 
 _HISTOGRAMS = (  # (caption, column, bin edges, x label, label format)
