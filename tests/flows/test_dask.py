@@ -15,7 +15,7 @@ from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.stage import read_stage
 from tests.conftest import REPO, SAMPLES
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.required]
 COLUMNS = ["utt_id", "input_key", "text", "status", "duration_s", "model_fingerprint"]
 
 

@@ -25,7 +25,7 @@ from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.stage import read_stage
 from tests.conftest import REPO, SAMPLES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.required]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 SERVED = ("transcribe-corpus/nightly", "review-run/weekly-review")
 

@@ -36,6 +36,7 @@ def test_default_voice_is_checked_by_sha256(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.required
 def test_default_voice_is_understood_by_whisper():
     voice = load_speecht5_voice("default")
     texts = HELDOUT.read_text(encoding="utf-8").splitlines()[:8]

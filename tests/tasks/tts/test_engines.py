@@ -68,6 +68,7 @@ def _round_trip(engine_name: str) -> tuple[list[dict], list[dict]]:
 
 
 @pytest.mark.slow
+@pytest.mark.required  # the teacher of every trained voice
 def test_teacher_round_trip_wer_is_low():
     name = _available_engine()
     mels, ev = _round_trip(name)
