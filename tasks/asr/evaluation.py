@@ -40,6 +40,7 @@ from tasks.metrics import (
     score_pair,
 )
 from tasks.stage import StageSpec, list_parts, read_stage, write_part
+from tasks.stage.parts import prepare_stage
 
 # Flag names, in the order the report lists them.
 FLAG_NAMES = (
@@ -474,6 +475,7 @@ def evaluate_run(run_dir: str, options: EvaluationOptions) -> dict:
     Cheap next to decoding, so it is recomputed whole on every run: references or
     the normaliser may have changed even when no transcript did.
     """
+    prepare_stage(run_dir, EVALUATION)  # a killed run's temporary part goes
     transcripts = read_stage(run_dir, TRANSCRIPTS, _TRANSCRIPT_READ).to_pandas()
     metadata = read_stage(run_dir, INGEST, _METADATA_READ).to_pandas()
     per_utt, summary = compute_evaluation(transcripts, metadata, options)
