@@ -57,9 +57,8 @@ def test_default_voice_through_s2s_synthesize(tmp_path):
     assert summary["run_info"]["voice"] == "default"
     assert ev["n_stop_failures"] == 0 and ev["duration_flagged"] == []
     # Measured (CPU, seed 0, Griffin-Lim: the voice ships no HiFi-GAN): WER 8.3%,
-    # CER 5.7%, DNSMOS OVRL mean 1.91 (SIG 2.35); an earlier build of the same
-    # voice measured 12.8% and 2.06. Bounds: WER about 2.4 times the value, OVRL
-    # 0.2 below it.
+    # CER 5.7%, DNSMOS OVRL mean 1.91 (SIG 2.35). Bounds: WER about 2.4 times the
+    # value, OVRL 0.2 below it.
     assert ev["wer"] < 0.20, [(r["text"], r["hypothesis"]) for r in rows]
     assert ev["dnsmos"]["dnsmos_ovrl"]["mean"] > 1.70, ev["dnsmos"]
     assert all(r["dnsmos_ovrl"] is not None for r in rows)
