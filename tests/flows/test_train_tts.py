@@ -222,3 +222,9 @@ def test_a_save_killed_between_its_renames_is_recovered(tmp_path):
     (tmp_path / ".latest.tmp-2" / "trainer.json").write_text('{"conf')
     assert Trainer(tmp_path, TINY, "cpu").state.step == 5  # the old one is back
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]
+
+
+def test_logs_of_a_run_killed_before_its_first_checkpoint_are_dropped(tmp_path):
+    (tmp_path / "log.jsonl").write_text('{"step": 6, "loss": 9.3}\n{"step": 1')
+    Trainer(tmp_path, TINY, "cpu")  # starts at step 0: nothing was saved
+    assert (tmp_path / "log.jsonl").read_text() == ""

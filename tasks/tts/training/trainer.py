@@ -188,6 +188,7 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.model = SpeechT5TTS(config.dims(len(self.tokenizer))).to(self.device)
             self.state = TrainerState()
+            self._forget_after(0)  # logs of a run killed before its first checkpoint
         self.config = config
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
