@@ -71,7 +71,8 @@ def _session(sid: int) -> list[psutil.Process]:
 
 def _run(cmd: list[str], env: dict, log: Path, trigger: Trigger | None, folder: Path):
     """Run `cmd` in a new session. When `trigger` names a reason, SIGKILL the whole
-    group and check that nothing of it survives. Returns (returncode, reason)."""
+    group and check that nothing of it survives. Returns the return code, the
+    reason of the kill and how many Prefect (uvicorn) servers the group held."""
     started = time.time()
     with open(log, "w") as err:
         proc = subprocess.Popen(
@@ -119,7 +120,7 @@ def _children(pid: int) -> list[psutil.Process]:
     return found
 
 
-def _has(stage: str, what: str = "part") -> Trigger:
+def _has(stage: str) -> Trigger:
     """Kill once the stage folder holds a temporary file (a write in progress) or,
     failing that, a second finished part."""
 
