@@ -86,7 +86,8 @@ def test_dask_local_cluster_matches_local_run(tmp_path):
     assert scores["n_scored"] == 2 and scores["wer"] < 0.25, scores
     assert scores == _evaluation(tmp_path / "local")
     texts = dict(zip(dask["utt_id"], dask["text"], strict=True))
-    assert texts["mfa"] == texts["LJ002-0020"] == "in 1813."  # half gain, same words
+    # LJ002-0020 at half gain: the same words (measured "In 1813." and "in 1813.")
+    assert texts["mfa"].lower() == texts["LJ002-0020"].lower() == "in 1813."
 
 
 def _evaluation(run_dir) -> dict:
