@@ -111,22 +111,34 @@ def evaluate_checkpoint(
         **{f"{m}_wer": result[m]["wer"] for m in asr_models},
         **{f"{m}_cer": result[m]["cer"] for m in asr_models},
     }
-    with (trainer.dir / "eval.jsonl").open("a") as f:
-        f.write(json.dumps(record) + "\n")
-    (trainer.dir / "eval_latest_items.json").write_text(
-        json.dumps(result[f"{first}_items"], indent=1)
-    )
     state = trainer.state
     wer = result[first]["wer"]
     if state.best_wer is None or wer < state.best_wer:
         state.best_wer, state.best_step = wer, state.step
         trainer.save("best", with_optimizer=False)
+    # Recorded after `best` is saved: a run killed in between evaluates this
+    # checkpoint again when it resumes (see `_pending_evaluation`).
+    (trainer.dir / "eval_latest_items.json").write_text(
+        json.dumps(result[f"{first}_items"], indent=1)
+    )
+    with (trainer.dir / "eval.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
     _say(
         f"eval at step {state.step}: {first} WER {wer:.1%} CER "
         f"{result[first]['cer']:.1%}, stop failures {result['stop_failures']:.0%} "
         f"(best {state.best_wer:.1%} at step {state.best_step})"
     )
     return record
+
+
+def _pending_evaluation(trainer: Trainer) -> bool:
+    """Whether `latest` holds a checkpoint that was never evaluated: every segment
+    ends with a save and an evaluation, and a run killed between the two resumes
+    at a step with no line in eval.jsonl."""
+    if trainer.state.step == 0:
+        return False
+    evals = read_jsonl(trainer.dir / "eval.jsonl")
+    return trainer.state.step not in {e["step"] for e in evals}
 
 
 def _publish(ckpt_dir: Path, first_asr: str) -> None:
@@ -183,6 +195,9 @@ def train_tts(
         data, counts = prepare_training_data(trainer, dataset, heldout)
         eval_texts = heldout[:eval_sentences]
         record = {}
+        if _pending_evaluation(trainer):
+            record = evaluate_checkpoint(trainer, eval_texts, tuple(asr_models), device)
+            _publish(out, asr_models[0])
         while trainer.state.step < max_steps:
             if deadline is not None and time.monotonic() > deadline:
                 break

@@ -43,6 +43,7 @@ from tasks.metrics import (
 from tasks.review.decisions import DECISIONS, corrected_references
 from tasks.review.reviews import latest_reviews
 from tasks.stage import StageSpec, list_parts, read_stage, write_part
+from tasks.stage.parts import prepare_stage
 
 # Flag names, in the order the report lists them.
 FLAG_NAMES = (
@@ -521,6 +522,7 @@ def evaluate_run(run_dir: str, options: EvaluationOptions) -> dict:
     review decisions (RUN_DIR/reviews) or the normaliser may have changed even
     when no transcript did; the transcripts are only read.
     """
+    prepare_stage(run_dir, EVALUATION)  # a killed run's temporary part goes
     transcripts = read_stage(run_dir, TRANSCRIPTS, _TRANSCRIPT_READ).to_pandas()
     metadata = read_stage(run_dir, INGEST, _METADATA_READ).to_pandas()
     reviews = latest_reviews(run_dir, "asr")

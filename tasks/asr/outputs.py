@@ -160,5 +160,7 @@ def write_outputs(run_dir: str | Path, formats: tuple[str, ...]) -> dict[str, in
         for stale in root.rglob(f"*.{fmt}"):
             if stale not in keep:
                 stale.unlink()
+        for tmp in root.rglob(f".*.{fmt}.tmp-*"):  # left by a killed run
+            tmp.unlink()
         written[fmt] = len(keep)
     return written

@@ -37,7 +37,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.stage.failpoints import failpoint
+from tasks.stage.failpoints import disk_full, failpoint
 from tasks.stage.spec import STAGE_KEY, StageError, StageSpec, schema_version
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ def write_part(
             row_group_size=_row_group_rows(table),
             write_statistics=_statistics_columns(table.schema),
         )
+        disk_full(run_dir, tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)

@@ -24,7 +24,7 @@ from tasks.asr.features import FEATURES
 from tasks.asr.ingest import INGEST
 from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.stage import list_parts, read_stage
-from tasks.stage.failpoints import FAILPOINT_ENV
+from tasks.stage.failpoints import DISK_BYTES_ENV, FAILPOINT_ENV
 from tests.conftest import REPO, SAMPLES, mount_tmpfs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -44,6 +44,7 @@ def reference_run(tmp_path_factory):
     return _features(run)
 
 
+@pytest.mark.required
 def test_truncated_part_is_redone(tmp_path, reference_run):
     run = tmp_path / "run"
     ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
@@ -55,6 +56,7 @@ def test_truncated_part_is_redone(tmp_path, reference_run):
     pd.testing.assert_frame_equal(_features(run), reference_run)
 
 
+@pytest.mark.required
 def test_exception_in_one_shard_then_rerun(tmp_path, reference_run, monkeypatch):
     real = tasks.stage.runner.write_rows
 
@@ -76,6 +78,27 @@ def test_exception_in_one_shard_then_rerun(tmp_path, reference_run, monkeypatch)
     pd.testing.assert_frame_equal(_features(run), reference_run)
 
 
+@pytest.mark.required
+def test_disk_full_at_the_write_then_more_space(tmp_path, reference_run, monkeypatch):
+    """The full disk without mount privilege: every part write fails with ENOSPC
+    once the run folder passes 512 KiB (`S2S_FAILPOINT_DISK_BYTES`; the ingest
+    parts of the samples take 870 kB in three parts), as the small tmpfs below
+    does where mounting is allowed; then the disk "grows"."""
+    run = tmp_path / "run"
+    monkeypatch.setenv(DISK_BYTES_ENV, str(512 * 1024))
+    summary = ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
+    errors = [e for s in summary["stages"].values() for e in s["failed_shards"]]
+    assert errors and all("No space left on device" in e for e in errors), errors
+    leftovers = [p.name for p in (run / "ingest").iterdir() if ".tmp-" in p.name]
+    assert leftovers == []  # no half-written part is left behind as data
+    assert len(read_stage(run, INGEST, ["utt_id"])) < 6  # not every part fitted
+    monkeypatch.delenv(DISK_BYTES_ENV)
+    ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
+    ids = read_stage(run, INGEST, ["utt_id"])["utt_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 6
+    pd.testing.assert_frame_equal(_features(run), reference_run)
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     mount = tmp_path / "disk"
@@ -85,6 +108,8 @@ def small_tmpfs(tmp_path):
 
 
 def test_full_disk_then_more_space(small_tmpfs, reference_run):
+    """The same on a real 1200k tmpfs, where this machine lets the test mount one:
+    the kernel's ENOSPC, for every file the run writes."""
     run = small_tmpfs / "run"
     summary = ingest_corpus([str(SAMPLES)], str(run), shard_size=2)
     assert any(s["failed_shards"] for s in summary["stages"].values())
@@ -119,6 +144,7 @@ def _stage_frames(run_dir) -> dict[str, pd.DataFrame]:
 
 
 @pytest.mark.slow
+@pytest.mark.required
 def test_sigkill_in_each_stage_then_resume(tmp_path):
     """SIGKILL the real `s2s transcribe` process right after its first part of each
     stage in turn (ingest, features, transcripts, evaluation), then rerun: every

@@ -15,7 +15,7 @@ from tasks.stage import read_stage
 from tests.conftest import BAD_AUDIO, SAMPLES
 from tests.fixtures.make_bad_audio import EXPECTED
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.required]
 
 
 def test_mixed_corpus_then_rerun_then_growth(tmp_path):

@@ -23,6 +23,8 @@ from tasks.tts.mels import MELS
 from tests.conftest import REPO
 from tests.fixtures.tts.tiny_voice import make_tiny_voice, write_speaker_embedding
 
+pytestmark = pytest.mark.required  # a main job: never skipped on CI
+
 NO_DNSMOS = TtsEvalOptions(dnsmos=False)
 
 

@@ -25,7 +25,7 @@ from tasks.stage import StageSpec, read_stage
 from tasks.stage.shutdown import TERMINATION_BOUND_S
 from tests.conftest import REPO, SAMPLES
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.required]
 
 SPECIAL_ERRORS = {
     "fifo": "not a regular file: a named pipe (FIFO)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +23,9 @@ from s2s_models.speecht5.training import collate, decoder_inputs, tts_losses
 from tasks.stage import write_part
 from tasks.tts.audio import AUDIO
 from tasks.tts.engines import load_speecht5_voice
-from tasks.tts.training.trainer import TrainConfig, lr_at
+from tasks.tts.training.trainer import TrainConfig, Trainer, lr_at
+
+pytestmark = pytest.mark.required  # a main job: never skipped on CI
 
 TINY = TrainConfig(
     n_state=32,
@@ -59,6 +62,12 @@ def _chirp(seconds: float, f0: float) -> np.ndarray:
 
 @pytest.fixture
 def dataset(tmp_path) -> str:
+    return write_chirp_dataset(tmp_path / "dataset")
+
+
+def write_chirp_dataset(run) -> str:
+    """An `audio` stage of chirps for TEXTS, the first held-out sentence (to be
+    left out) and a failed row; returns its run folder."""
     rows = []
     for i, text in enumerate(TEXTS + HELDOUT[:1] + ["broken"]):
         ok = text != "broken"
@@ -79,7 +88,6 @@ def dataset(tmp_path) -> str:
                 "error": None if ok else "x",
             }
         )
-    run = tmp_path / "dataset"
     write_part(run, AUDIO, 0, pa.Table.from_pylist(rows, schema=AUDIO.schema))
     return str(run)
 
@@ -135,9 +143,14 @@ def test_train_resume_and_use_as_voice(tmp_path, dataset):
     assert first["data"] == {"failed": 1, "heldout": 1, "too_long": 0, "kept": 6}
     evals = [json.loads(x) for x in (ckpt / "eval.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [4, 8]
-    assert all(
-        0.0 <= e["stop_failures"] <= 1.0 and e["tiny.en_wer"] >= 0 for e in evals
-    )
+    # Measured (CPU, fixed seeds): at steps 4, 8 and 12 WER = CER = 1.0 (a voice
+    # taught chirps says nothing Whisper writes down: every held-out word is
+    # missed) and no stop failures (it learns to stop on the short chirps). The
+    # bounds leave one sentence of two for the stop token, and room for a word
+    # Whisper might invent on a chirp.
+    assert all(e["n"] == 2 and e["stop_failures"] <= 0.5 for e in evals), evals
+    assert all(0.95 <= e["tiny.en_wer"] <= 1.25 for e in evals), evals
+    assert all(0.95 <= e["tiny.en_cer"] <= 1.25 for e in evals), evals
     losses = [
         json.loads(x)["loss"] for x in (ckpt / "log.jsonl").read_text().splitlines()
     ]
@@ -186,3 +199,32 @@ def test_character_front_end_voice(tmp_path, dataset):
     assert voice.model.dims.n_vocab == len(voice.tokenizer) == 39
     saved = json.loads((ckpt / "latest" / "trainer.json").read_text())["config"]
     assert saved["front_end"] == "characters"
+
+
+def test_a_save_killed_between_its_renames_is_recovered(tmp_path):
+    """`Trainer.save` renames `latest` aside, then the new folder into place: a
+    kill between the two leaves no `latest`. The next Trainer takes the new
+    complete folder (or the old one, when the new is incomplete)."""
+    trainer = Trainer(tmp_path, TINY, "cpu")
+    trainer.save("latest")
+    trainer.state.step = 5
+    trainer.save("latest")
+    latest = tmp_path / "latest"
+    (tmp_path / "latest").rename(tmp_path / ".latest.tmp-1")  # renamed aside...
+    shutil.copytree(tmp_path / ".latest.tmp-1", tmp_path / ".latest.old-1")
+    old_state = tmp_path / ".latest.old-1" / "trainer.json"
+    old_state.write_text(old_state.read_text().replace('"step": 5', '"step": 0'))
+    assert Trainer(tmp_path, TINY, "cpu").state.step == 5  # ...the new one wins
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]
+
+    latest.rename(tmp_path / ".latest.old-2")  # the new one is half written
+    shutil.copytree(tmp_path / ".latest.old-2", tmp_path / ".latest.tmp-2")
+    (tmp_path / ".latest.tmp-2" / "trainer.json").write_text('{"conf')
+    assert Trainer(tmp_path, TINY, "cpu").state.step == 5  # the old one is back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest"]
+
+
+def test_logs_of_a_run_killed_before_its_first_checkpoint_are_dropped(tmp_path):
+    (tmp_path / "log.jsonl").write_text('{"step": 6, "loss": 9.3}\n{"step": 1')
+    Trainer(tmp_path, TINY, "cpu")  # starts at step 0: nothing was saved
+    assert (tmp_path / "log.jsonl").read_text() == ""

@@ -14,6 +14,8 @@ from tasks.asr.transcripts import TRANSCRIPTS
 from tasks.stage import read_stage
 from tests.conftest import BAD_AUDIO, SAMPLES
 
+pytestmark = pytest.mark.required  # a main job: never skipped on CI
+
 GOOD_IDS = {
     "jfk",
     "2412-153948-0000",

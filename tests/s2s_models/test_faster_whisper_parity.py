@@ -2,7 +2,7 @@
 
 Our default log-mel padding follows faster-whisper's, so the whole transcription
 path (VAD planning, features, batched decoding across files) must give the very
-same text on the bundled sample speech.
+same text on the bundled sample speech, with one known exception (`NEAR_TIE`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,14 @@ from tests.conftest import SAMPLES
 
 faster_whisper = pytest.importorskip("faster_whisper", reason="parity extra missing")
 pytestmark = pytest.mark.parity
+
+
+# 1995-1837-0001: "the loss of the cotton itself" (ours, and the reference text)
+# against faster-whisper's "carton". At that word the two are a near tie: our
+# tiny.en gives " cotton" log-prob -0.815 and " cart" (of " carton") -0.854, so the
+# small differences of CTranslate2's kernels tip it the other way. The rest of the
+# text is the same word for word, and the other five files are identical.
+NEAR_TIE = {"1995-1837-0001": ("cotton", "carton")}
 
 
 def _load(path) -> np.ndarray:
@@ -43,7 +51,9 @@ def test_sample_speech_text_identical_to_faster_whisper():
     ours = load_asr("tiny.en", device="cpu").transcribe(
         audios, TranscribeOptions(temperatures=(0.0,), without_timestamps=True)
     )
-    same = [a.text.strip() == b for a, b in zip(ours, expected, strict=True)]
-    assert sum(same) >= len(paths) - 1, list(
-        zip([o.text for o in ours], expected, strict=True)
-    )
+    for path, got, want in zip(paths, ours, expected, strict=True):
+        if path.stem in NEAR_TIE:
+            ours_word, theirs = NEAR_TIE[path.stem]
+            assert got.text.strip().replace(ours_word, theirs) == want, (got, want)
+        else:
+            assert got.text.strip() == want, path.stem

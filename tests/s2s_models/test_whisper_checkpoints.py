@@ -1,6 +1,8 @@
 """Checkpoint loaders: CTranslate2, Hugging Face, OpenAI; registry; parity."""
 
 import dataclasses
+import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -186,8 +188,28 @@ def test_checksum_mismatch_names_file_and_digests(monkeypatch):
         load_model("tiny.en", device="cpu")
     message = str(info.value)
     assert "model.bin" in message and "0" * 64 in message
-    assert checkpoints._REGISTRY["tiny.en"] is bad
     assert entry.weight_parts[0][2] in message  # the actual digest is the recorded one
+    # a failed check is not remembered as verified: loading fails again, every time
+    assert checkpoints._VERIFIED == set()
+    with pytest.raises(ChecksumError):
+        load_model("tiny.en", device="cpu")
+    # with the recorded digest back the same file loads, and is hashed only once
+    monkeypatch.setitem(checkpoints._REGISTRY, "tiny.en", entry)
+    load_model("tiny.en", device="cpu")
+    assert [Path(k[0]).name for k in checkpoints._VERIFIED] == ["model.bin"]
+
+
+def test_verified_file_is_hashed_again_when_it_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoints, "_VERIFIED", set())
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"weights")
+    good = hashlib.sha256(b"weights").hexdigest()
+    checkpoints.verify_sha256(path, good)
+    checkpoints.verify_sha256(path, good)  # cached: same path, size and mtime
+    path.write_bytes(b"weighTs")  # same size, new mtime: hashed again, and refused
+    os.utime(path, ns=(1, 1))
+    with pytest.raises(ChecksumError, match="expected " + good):
+        checkpoints.verify_sha256(path, good)
 
 
 def test_load_model_dtype_choices():

@@ -83,7 +83,8 @@ def test_longform_text_and_times(both_modes, speech_60s, mode):
     audio, meta = speech_60s
     result = both_modes[mode]
     reference = " ".join(item["reference"] for item in meta["items"])
-    assert _wer(reference, result.text) < 0.12
+    # measured: 0.85% in both modes (1 error in 117 words); the bound allows 4
+    assert _wer(reference, result.text) < 0.035
     assert result.duration_s == pytest.approx(len(audio) / SR)
     times = [(s.start_s, s.end_s) for s in result.segments]
     assert len(times) >= 4
@@ -117,7 +118,9 @@ def test_flac_audio_is_transcribed_like_the_array(asr, both_modes):
 
 @pytest.mark.slow
 def test_modes_agree(both_modes):
-    assert _wer(both_modes["sequential"].text, both_modes["vad"].text) < 0.08
+    """VAD windows decoded in batches against the sequential one-window-at-a-time
+    mode. Measured: the same words (0.0% apart); the bound allows 2 of 117."""
+    assert _wer(both_modes["sequential"].text, both_modes["vad"].text) < 0.02
 
 
 @pytest.mark.slow

@@ -126,6 +126,42 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return base(start) * max(left, 0.0)
 
 
+def _complete(folder: Path) -> bool:
+    """Whether a checkpoint folder was written to its end: `save` writes the
+    trainer state last."""
+    try:
+        json.loads((folder / TRAINER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def recover_checkpoints(ckpt_dir: Path) -> None:
+    """Finish or undo the `Trainer.save` that a kill interrupted.
+
+    A save writes `.NAME.tmp-PID`, renames NAME to `.NAME.old-PID`, renames the
+    temporary folder to NAME and deletes the old one. Killed between the two
+    renames, NAME is missing: the newest complete temporary folder becomes NAME
+    (else the old checkpoint goes back). Every other leftover is deleted.
+    """
+    for name in ("latest", "best"):
+        final = ckpt_dir / name
+        leftovers = [*ckpt_dir.glob(f".{name}.tmp-*"), *ckpt_dir.glob(f".{name}.old-*")]
+        if not final.exists():
+            newest_first = sorted(
+                leftovers,
+                key=lambda p: (".tmp-" in p.name, p.stat().st_mtime_ns),
+                reverse=True,
+            )
+            for candidate in newest_first:
+                if _complete(candidate):
+                    candidate.rename(final)
+                    leftovers.remove(candidate)
+                    break
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 class Trainer:
     """Owns the model, optimizer and state of one CKPT_DIR."""
 
@@ -134,6 +170,7 @@ class Trainer:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(device)
         self.tokenizer = PhonemeTokenizer.for_front_end(config.front_end)
+        recover_checkpoints(self.dir)
         latest = self.dir / "latest"
         if (latest / TRAINER_FILE).exists():
             saved = json.loads((latest / TRAINER_FILE).read_text())
@@ -151,6 +188,7 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.model = SpeechT5TTS(config.dims(len(self.tokenizer))).to(self.device)
             self.state = TrainerState()
+            self._forget_after(0)  # logs of a run killed before its first checkpoint
         self.config = config
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -165,14 +203,21 @@ class Trainer:
             self.optimizer.load_state_dict(opt_state)
 
     def _forget_after(self, step: int) -> None:
-        """Drop log lines a killed run wrote after its last checkpoint: the resumed
-        run redoes those steps."""
+        """Drop log lines a killed run wrote after its last checkpoint (the resumed
+        run redoes those steps), and a line it was killed in the middle of."""
+
+        def keep(line: str) -> bool:
+            try:
+                return json.loads(line)["step"] <= step
+            except (ValueError, KeyError, TypeError):
+                return False
+
         for name in ("log.jsonl", "eval.jsonl"):
             path = self.dir / name
             if not path.exists():
                 continue
             lines = path.read_text().splitlines()
-            kept = [x for x in lines if x.strip() and json.loads(x)["step"] <= step]
+            kept = [x for x in lines if x.strip() and keep(x)]
             if len(kept) != len(lines):
                 path.write_text("".join(f"{x}\n" for x in kept))
 

@@ -36,10 +36,13 @@ def test_default_voice_is_checked_by_sha256(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.required
 def test_default_voice_is_understood_by_whisper():
     voice = load_speecht5_voice("default")
     texts = HELDOUT.read_text(encoding="utf-8").splitlines()[:8]
     result = evaluate_voice(voice.model, voice.tokenizer, texts, ("tiny.en",))
     assert result["stop_failures"] == 0.0
-    # measured on all 100 held-out sentences: 11.8% (model card); 8 sentences vary more
-    assert result["tiny.en"]["wer"] < 0.40, result["tiny.en_items"]
+    # measured on these 8 sentences: 6.8% WER (5 of 73 words), no stop failure; on
+    # all 100 held-out sentences 11.8% (model card). The bound allows about twice
+    # the 8-sentence value, and stays near the 100-sentence one.
+    assert result["tiny.en"]["wer"] < 0.15, result["tiny.en_items"]

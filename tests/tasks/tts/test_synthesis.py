@@ -78,12 +78,22 @@ def test_read_texts_formats_and_bad_bytes(tmp_path):
 def test_split_sentences_prefers_sentence_then_comma_then_space():
     text = "One two three. Four five, six seven. Eight"
     assert split_sentences(text, 100) == [text]
+    # 22 characters hold the middle sentence whole: cut only at sentence ends (a
+    # comma-first or space-first cut would break "Four five, six seven." apart)
+    assert split_sentences(text, 22) == [
+        "One two three.",
+        "Four five, six seven.",
+        "Eight",
+    ]
+    # 20 do not: that sentence is cut at its comma, not at the space after "six"
     chunks = split_sentences(text, 20)
-    assert chunks == ["One two three.", "Four five, six seven.", "Eight"] or all(
-        len(c) <= 20 for c in chunks
-    )
-    assert all(len(c) <= 20 for c in chunks)
+    assert chunks == ["One two three.", "Four five,", "six seven.", "Eight"]
     assert " ".join(chunks) == text
+    # no punctuation: spaces, as many words per chunk as fit
+    assert split_sentences("alpha beta gamma delta", 11) == [
+        "alpha beta",
+        "gamma delta",
+    ]
     long_word = "x" * 50
     assert split_sentences(long_word, 20) == ["x" * 20, "x" * 20, "x" * 10]
 
