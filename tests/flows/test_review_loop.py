@@ -29,6 +29,8 @@ from tasks.tts.evaluation import TTS_EVALUATION, TtsEvalOptions
 from tasks.tts.mels import MELS
 from tests.conftest import SAMPLES
 
+pytestmark = pytest.mark.required  # the review loop is a main job: never skipped on CI
+
 ASR_FILES = ("jfk.flac", "LJ001-0001.wav")
 LJ = "LJ001-0001"  # tiny.en writes "concern" where the reader said "concerned"
 TTS_TEXTS = (
