@@ -33,7 +33,8 @@ from s2s_models.device import resolve_device
 from s2s_models.speecht5 import SpeechT5Dims, SpeechT5TTS, save_speecht5
 from s2s_models.speecht5.checkpoints import load_speecht5
 from s2s_models.speecht5.phonemes import PhonemeTokenizer
-from s2s_models.speecht5.training import LossWeights, collate, tts_losses
+from s2s_models.speecht5.training import LossWeights, collate, tts_losses, warm_start
+from s2s_models.vocoders.mels import MelDefinition, get_mel_definition
 from tasks.tts.training.data import TrainingSet, length_buckets
 
 TRAINER_FILE = "trainer.json"
@@ -52,6 +53,12 @@ class TrainConfig:
     n_postnet_units: int = 256
     # phonemes (en-arpabet-v2), phonemes-v1 or characters: s2s_models.speecht5.phonemes
     front_end: str = "phonemes"
+    # what the voice predicts (s2s_models.vocoders.mels): speecht5-16k (Griffin-Lim or
+    # a SpeechT5 HiFi-GAN) or hifigan-22k (the pretrained universal HiFi-GAN)
+    mel: str = "speecht5-16k"
+    # warm start: a voice folder ("default": the bundled voice) whose tensors of
+    # matching shape start the new model (its mel units are rescaled: warm_start)
+    init_from: str | None = None
     # optimisation
     frames_per_batch: int = 6000  # padded mel frames per batch (length-bucketed)
     max_batch: int = 64
@@ -135,6 +142,7 @@ class Trainer:
         self.device = resolve_device(device)
         self.tokenizer = PhonemeTokenizer.for_front_end(config.front_end)
         latest = self.dir / "latest"
+        self.warm_started: dict | None = None  # what --init-from copied (new runs)
         if (latest / TRAINER_FILE).exists():
             saved = json.loads((latest / TRAINER_FILE).read_text())
             config = TrainConfig.from_dict(saved["config"])
@@ -149,9 +157,13 @@ class Trainer:
                 self.state.best_step = best_state["best_step"]
         else:
             torch.manual_seed(config.seed)
-            self.model = SpeechT5TTS(config.dims(len(self.tokenizer))).to(self.device)
+            self.model = SpeechT5TTS(config.dims(len(self.tokenizer)))
+            if config.init_from:
+                self.warm_started = self._warm_start(config)
+            self.model.to(self.device)
             self.state = TrainerState()
         self.config = config
+        self.mel: MelDefinition = get_mel_definition(config.mel)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.lr,
@@ -163,6 +175,25 @@ class Trainer:
                 latest / OPTIMIZER_FILE, map_location=self.device, weights_only=True
             )
             self.optimizer.load_state_dict(opt_state)
+
+    def _warm_start(self, config: TrainConfig) -> dict:
+        """Start from the tensors of ``config.init_from`` whose shapes match."""
+        from tasks.tts.engines import resolve_voice_dir, voice_mel, voice_tokenizer
+
+        source_dir = resolve_voice_dir(config.init_from)
+        source_tokens = voice_tokenizer(source_dir)
+        if list(getattr(source_tokens, "symbols", [])) != list(self.tokenizer.symbols):
+            raise ValueError(
+                f"--init-from {config.init_from}: its phoneme symbols differ from the "
+                f"{config.front_end} front end's, so its embeddings would not fit"
+            )
+        source_mel = voice_mel(config.init_from)
+        target_mel = get_mel_definition(config.mel)
+        scale = 1.0
+        if source_mel.log_base != target_mel.log_base:
+            scale = math.log(10.0) if target_mel.log_base == "ln" else 1 / math.log(10)
+        counts = warm_start(self.model, load_speecht5(source_dir), scale)
+        return {**counts, "mel_scale": scale, "from": str(source_dir)}
 
     def _forget_after(self, step: int) -> None:
         """Drop log lines a killed run wrote after its last checkpoint: the resumed
@@ -277,7 +308,7 @@ class Trainer:
         """Write the voice (+ optimizer, trainer state) to CKPT_DIR/name atomically."""
         tmp = self.dir / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_speecht5(self.model, tmp)
+        save_speecht5(self.model, tmp, mel=self.mel.to_dict())
         self.tokenizer.save(tmp)
         if with_optimizer:
             torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
