@@ -10,6 +10,13 @@ from .griffinlim import (
     speecht5_log_mel,
     speecht5_mel_filters,
 )
+from .hifigan import (
+    HiFiGanDims,
+    HiFiGanGenerator,
+    fold_weight_norm,
+    load_hf_hifigan,
+    load_jik876_hifigan,
+)
 from .mels import (
     HIFIGAN_22K,
     MEL_DEFINITIONS,
@@ -18,13 +25,6 @@ from .mels import (
     get_mel_definition,
     log_mel,
     mel_filters,
-)
-from .hifigan import (
-    HiFiGanDims,
-    HiFiGanGenerator,
-    fold_weight_norm,
-    load_hf_hifigan,
-    load_jik876_hifigan,
 )
 
 __all__ = [

@@ -92,7 +92,9 @@ class VocoderSpec:
     mel: str | None = None  # the mel definition it reads (None: engine audio)
 
 
-def resolve_vocoder(spec: str, engine: str, voice: str, mel: str = "auto") -> VocoderSpec:
+def resolve_vocoder(
+    spec: str, engine: str, voice: str, mel: str = "auto"
+) -> VocoderSpec:
     """What `--vocoder spec` means for this engine, voice and run mel (`--mel`);
     raises EngineError with the reason when it cannot be had or would read another
     mel than the voice predicts."""
@@ -332,7 +334,9 @@ def compute_audio(rows: Iterable[dict], params: AudioParams) -> list[dict]:
         t0 = time.perf_counter()
         try:
             if index in wrong:
-                raise ValueError(f"a {full.get('mel')} mel; the vocoder reads {spec.mel}")
+                raise ValueError(
+                    f"a {full.get('mel')} mel; the vocoder reads {spec.mel}"
+                )
             if index in batched:
                 audio, seconds = batched[index]
                 if isinstance(audio, Exception):

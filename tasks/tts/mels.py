@@ -210,7 +210,9 @@ def compute_mels(rows: Iterable[dict], params: MelsParams) -> list[dict]:
         if synthesis.engine == "speecht5":
             voice = load_speecht5_voice(synthesis.voice)
             if voice.mel.name != params.mel:
-                raise ValueError(f"voice predicts {voice.mel.name}, run is {params.mel}")
+                raise ValueError(
+                    f"voice predicts {voice.mel.name}, run is {params.mel}"
+                )
             voice.model.to(resolve_device(params.device))
             return compute_mels_speecht5(voice, rows, synthesis, params.limit)
         engine = load_teacher(synthesis.engine, synthesis.voice)
