@@ -33,8 +33,13 @@ def _precheck(args: argparse.Namespace, synthesis) -> str | None:
     from tasks.tts.requests import read_texts
 
     try:
-        check_engine(synthesis.engine, synthesis.voice, synthesis.speaker_embedding)
-        resolve_vocoder(args.vocoder, synthesis.engine, synthesis.voice)
+        check_engine(
+            synthesis.engine,
+            synthesis.voice,
+            synthesis.speaker_embedding,
+            synthesis.mel,
+        )
+        resolve_vocoder(args.vocoder, synthesis.engine, synthesis.voice, synthesis.mel)
         read_texts(args.texts)
     except (EngineError, ValueError, FileNotFoundError) as exc:
         return str(exc)
@@ -129,6 +134,7 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
 
 
 def cmd_train_tts(args: argparse.Namespace) -> int:
+    from tasks.tts.engines import EngineError
     from tasks.tts.training.data import dataset_parts
     from tasks.tts.training.trainer import TrainConfig
 
@@ -137,7 +143,12 @@ def cmd_train_tts(args: argparse.Namespace) -> int:
         from flows.train_tts import read_heldout
 
         read_heldout(args.heldout)
-    except (FileNotFoundError, ValueError) as exc:
+        init_from = getattr(args, "config.init_from", None)
+        if init_from:
+            from tasks.tts.engines import resolve_voice_dir
+
+            resolve_voice_dir(init_from)
+    except (FileNotFoundError, ValueError, EngineError) as exc:
         return refuse("train-tts", str(exc))
     if problem := check_out_dir(args.out, TRAINING_KIND):
         return refuse("train-tts", problem)
@@ -226,6 +237,34 @@ def register_train(subparsers) -> None:
         "normalised English, CMUdict + G2P; phonemes-v1: cmudict-arpabet; "
         "characters: letters as written)",
     )
+    add_option(
+        p,
+        "--mel",
+        "config.mel",
+        choices=("speecht5-16k", "hifigan-22k"),
+        help="mel definition a new voice predicts (default speecht5-16k; hifigan-22k "
+        "is vocoded by the pretrained universal HiFi-GAN and needs a dataset made "
+        "with `s2s synthesize --mel hifigan-22k`)",
+    )
+    add_option(
+        p,
+        "--init-from",
+        "config.init_from",
+        metavar="VOICE",
+        help="warm start a new voice from VOICE (a voice folder, or 'default'): "
+        "every tensor of matching shape is copied, mel units rescaled",
+    )
+    add_option(
+        p, "--lr", "config.lr", metavar="LR", type=float, help="peak learning rate"
+    )
+    add_option(
+        p,
+        "--warmup-steps",
+        "config.warmup_steps",
+        metavar="N",
+        type=int,
+        help="linear warm-up steps before the inverse square-root decay",
+    )
     add_option(p, "--seed", "config.seed", metavar="N", type=int)
     p.add_argument(
         "--no-bf16",
@@ -291,6 +330,15 @@ def register(subparsers) -> None:
         type=int,
         help="speecht5 prenet-dropout seed (default: 0)",
     )
+    add_option(
+        p,
+        "--mel",
+        "synthesis.mel",
+        choices=("auto", "speecht5-16k", "hifigan-22k"),
+        help="mel definition of a teacher's dataset, and the rate its audio is kept "
+        "at (auto: speecht5-16k, 16 kHz; hifigan-22k: 22,050 Hz, what `train-tts "
+        "--mel hifigan-22k` needs); a SpeechT5 voice uses its own",
+    )
     # TextOptions fields
     add_option(
         p,
@@ -337,8 +385,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--vocoder",
         default="auto",
-        help="auto (teacher audio; the voice's HiFi-GAN; else Griffin-Lim), hifigan, "
-        "griffinlim, or a HiFi-GAN folder/generator file",
+        help="auto (teacher audio; the voice's own HiFi-GAN; the pretrained universal "
+        "HiFi-GAN for hifigan-22k voices; else Griffin-Lim), universal, ljspeech, "
+        "hifigan (the voice's own), griffinlim, or a HiFi-GAN folder/generator file. "
+        "A vocoder that reads another mel than the voice's is refused",
     )
     p.add_argument(
         "--export-ljspeech",

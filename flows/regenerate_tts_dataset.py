@@ -39,7 +39,12 @@ from tasks.tts.attempts import (
     summarize_attempts,
 )
 from tasks.tts.audio import AUDIO, AudioParams, export_ljspeech, resolve_vocoder
-from tasks.tts.engines import SynthesisOptions, check_engine, engine_fingerprint
+from tasks.tts.engines import (
+    SynthesisOptions,
+    check_engine,
+    engine_fingerprint,
+    run_mel,
+)
 from tasks.tts.evaluation import (
     TTS_EVALUATION,
     TtsEvalOptions,
@@ -90,17 +95,20 @@ def regenerate_tts_dataset(
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     evaluation = dataclasses.replace(evaluation, device=device)  # one device per run
-    check_engine(synthesis.engine, synthesis.voice, synthesis.speaker_embedding)
+    check_engine(
+        synthesis.engine, synthesis.voice, synthesis.speaker_embedding, synthesis.mel
+    )
     for options in (synthesis, text, evaluation, loop):
         options.verify()
     if evaluation.dnsmos:
         check_dnsmos()
-    spec = resolve_vocoder(vocoder, synthesis.engine, synthesis.voice)
+    spec = resolve_vocoder(vocoder, synthesis.engine, synthesis.voice, synthesis.mel)
+    mel = run_mel(synthesis.engine, synthesis.voice, synthesis.mel)
     with stop_on_signals(), RunLock(run_dir):
         engine_fp = engine_fingerprint(synthesis.engine, synthesis.voice)
         limit = chunk_limit(text, synthesis)
         requests = TtsRequestsParams(text, synthesis, engine_fp, limit)
-        mels = MelsParams(synthesis, engine_fp, limit, device)
+        mels = MelsParams(synthesis, engine_fp, limit, device, mel=mel.name)
         audio = AudioParams(spec, device)
         scoring = TtsEvaluationParams(
             evaluation, model_fingerprint(evaluation.asr_model)
@@ -118,6 +126,8 @@ def regenerate_tts_dataset(
             "voice": synthesis.voice,
             "vocoder": spec.kind,
             "vocoder_path": spec.path,
+            "mel": mel.name,
+            "sample_rate": mel.sample_rate,
             "speaker_embedding": synthesis.speaker_embedding,
             "texts": texts,
             "started_at": started_at,

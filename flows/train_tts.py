@@ -1,7 +1,8 @@
 """Flow `train-tts`: teach our SpeechT5-architecture model a voice from a TTS dataset.
 
 CLI: `s2s train-tts DATASET --out CKPT_DIR`. DATASET is the RUN_DIR of an
-`s2s synthesize` run (text + 16 kHz audio, normally a teacher engine's). The flow
+`s2s synthesize` run (text + audio, normally a teacher engine's, at the rate of the
+voice's mel definition: `--mel hifigan-22k` needs a dataset made with it). The flow
 alternates training segments and held-out evaluations, each a Prefect task:
 
     prepare-training-data -> (train-segment -> evaluate-checkpoint) x N
@@ -9,8 +10,9 @@ alternates training segments and held-out evaluations, each a Prefect task:
 Every segment ends with a complete checkpoint in CKPT_DIR/latest (the best WER so far
 is read back from CKPT_DIR/best), so a killed run
 continues where it stopped when the same command is run again. Every evaluation
-synthesizes held-out sentences, vocodes them with Griffin-Lim and transcribes them
-with our Whisper; the WER curve goes to CKPT_DIR/eval.jsonl, CKPT_DIR/wer_curve.png
+synthesizes held-out sentences, vocodes them (Griffin-Lim for a ``speecht5-16k``
+voice, the pretrained universal HiFi-GAN for a ``hifigan-22k`` one) and transcribes
+them with our Whisper; the WER curve goes to CKPT_DIR/eval.jsonl, CKPT_DIR/wer_curve.png
 and a Prefect artifact, and the voice with the lowest WER is kept in CKPT_DIR/best.
 """
 
@@ -71,7 +73,12 @@ def start_cooldown(trainer: Trainer, n_steps: int) -> int:
 def prepare_training_data(trainer: Trainer, dataset: str, heldout: list[str]):
     t0 = time.perf_counter()
     data, counts = load_training_set(
-        dataset, trainer.tokenizer, heldout, trainer.dir, trainer.config.max_seconds
+        dataset,
+        trainer.tokenizer,
+        heldout,
+        trainer.dir,
+        trainer.config.max_seconds,
+        trainer.mel,
     )
     _say(
         f"training data: {len(data)} utterances, {data.seconds / 3600:.2f} h of "
@@ -99,7 +106,7 @@ def evaluate_checkpoint(
     trainer: Trainer, heldout: list[str], asr_models: tuple[str, ...], device: str
 ) -> dict:
     result = evaluate_voice(
-        trainer.model, trainer.tokenizer, heldout, asr_models, device
+        trainer.model, trainer.tokenizer, heldout, asr_models, device, trainer.mel
     )
     first = asr_models[0]
     record = {
@@ -190,6 +197,8 @@ def train_tts(
             f"{out}: step {trainer.state.step}, {trainer.n_parameters / 1e6:.1f} M "
             f"parameters on {trainer.device}, config {asdict(trainer.config)}"
         )
+        if trainer.warm_started:
+            _say(f"warm start: {trainer.warm_started}")
         if cooldown_steps:
             max_steps = start_cooldown(trainer, cooldown_steps)
         data, counts = prepare_training_data(trainer, dataset, heldout)

@@ -209,13 +209,19 @@ OUR_CONFIG = "config.json"
 OUR_WEIGHTS = "model.safetensors"
 
 
-def save_speecht5(model: SpeechT5TTS, out_dir: str | Path) -> Path:
-    """Write our own checkpoint: ``config.json`` (the dims) + ``model.safetensors``."""
+def save_speecht5(
+    model: SpeechT5TTS, out_dir: str | Path, mel: dict | None = None
+) -> Path:
+    """Write our own checkpoint: ``config.json`` (the dims, and with ``mel`` the
+    mel definition the voice predicts, ``MelDefinition.to_dict()``) +
+    ``model.safetensors``."""
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {"format": "s2s-speecht5", "dims": model.dims.to_dict()}
+    if mel is not None:
+        config["mel"] = mel
     (out_dir / OUR_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, out_dir / OUR_WEIGHTS, metadata={"format": "s2s-speecht5"})

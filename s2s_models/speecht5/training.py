@@ -162,3 +162,36 @@ def tts_losses(
              "stop_bce": stop, "guided_attention": guided}  # fmt: skip
     parts = {k: float(v.detach()) for k, v in named.items()}
     return total, parts, out
+
+
+@torch.no_grad()
+def warm_start(
+    model: SpeechT5TTS, source: SpeechT5TTS, mel_scale: float = 1.0
+) -> dict[str, int]:
+    """Copy into ``model`` every tensor of ``source`` with the same name and shape
+    (the rest keep their fresh initialisation). Returns counts of what was copied.
+
+    ``mel_scale`` is the ratio of the new mel's log units to the source's (ln 10 when
+    a log10-mel voice starts a natural-log voice). The model predicts log-mels as
+    they are, without normalisation, so the layers that write mels
+    (``feat_out``, the post-net's last batch norm) are scaled by it and the layers
+    that read them (the prenet's first linear, the post-net's first conv) by its
+    inverse: the warm-started model then predicts the source's mels in the new
+    units, and training starts from there."""
+    target = model.state_dict()
+    copied, skipped = 0, 0
+    for name, tensor in source.state_dict().items():
+        if name in target and target[name].shape == tensor.shape:
+            target[name].copy_(tensor)
+            copied += 1
+        else:
+            skipped += 1
+    model.load_state_dict(target)
+    if mel_scale != 1.0:
+        model.feat_out.weight.mul_(mel_scale)
+        model.feat_out.bias.mul_(mel_scale)
+        model.postnet.norms[-1].weight.mul_(mel_scale)
+        model.postnet.norms[-1].bias.mul_(mel_scale)
+        model.postnet.convs[0].weight.div_(mel_scale)
+        model.speech_decoder.prenet.layers[0].weight.div_(mel_scale)
+    return {"copied": copied, "skipped": skipped, "fresh": len(target) - copied}

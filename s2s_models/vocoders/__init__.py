@@ -1,4 +1,5 @@
-"""Vocoders (log-mel -> waveform: HiFi-GAN, Griffin-Lim) and SpeechT5's log-mel."""
+"""Vocoders (log-mel -> waveform: HiFi-GAN, Griffin-Lim) and the log-mel definitions
+they read (``mels``: SpeechT5's 16 kHz one and HiFi-GAN's 22.05 kHz one)."""
 
 from .griffinlim import (
     GriffinLimOptions,
@@ -16,8 +17,24 @@ from .hifigan import (
     load_hf_hifigan,
     load_jik876_hifigan,
 )
+from .mels import (
+    HIFIGAN_22K,
+    MEL_DEFINITIONS,
+    SPEECHT5_16K,
+    MelDefinition,
+    get_mel_definition,
+    log_mel,
+    mel_filters,
+)
 
 __all__ = [
+    "HIFIGAN_22K",
+    "MEL_DEFINITIONS",
+    "SPEECHT5_16K",
+    "MelDefinition",
+    "get_mel_definition",
+    "log_mel",
+    "mel_filters",
     "GriffinLimOptions",
     "HiFiGanDims",
     "HiFiGanGenerator",

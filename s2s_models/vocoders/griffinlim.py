@@ -16,12 +16,13 @@ et al. (2013) (momentum on the phase estimate) rebuilds the phase.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .mels import SPEECHT5_16K, MelDefinition, log_mel, mel_filters, slaney_mel_filters
 
 SAMPLE_RATE = 16000
 N_FFT = 1024
@@ -35,33 +36,9 @@ N_FREQ = N_FFT // 2 + 1  # 513
 assert HOP_LENGTH * 1000 // SAMPLE_RATE == 16 and WIN_LENGTH * 1000 // SAMPLE_RATE == 64
 
 
-def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
-    linear = 3.0 * hz / 200.0  # 15 mels at 1 kHz, linear below
-    log_part = 15.0 + np.log(np.maximum(hz, 1e-10) / 1000.0) * (27.0 / np.log(6.4))
-    return np.where(hz >= 1000.0, log_part, linear)
-
-
-def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    linear = 200.0 * mel / 3.0
-    log_part = 1000.0 * np.exp((mel - 15.0) * (np.log(6.4) / 27.0))
-    return np.where(mel >= 15.0, log_part, linear)
-
-
-@functools.lru_cache(maxsize=4)
 def speecht5_mel_filters(n_mels: int = N_MELS) -> Tensor:
     """Slaney-normalised triangular filters, (n_mels, n_freq) float64."""
-    fft_hz = np.linspace(0.0, SAMPLE_RATE // 2, N_FREQ)
-    mel_edges = np.linspace(
-        _hz_to_slaney_mel(np.array(FMIN)), _hz_to_slaney_mel(np.array(FMAX)), n_mels + 2
-    )
-    edges_hz = _slaney_mel_to_hz(mel_edges)  # (n_mels + 2,)
-    slopes = edges_hz[None, :] - fft_hz[:, None]  # (n_freq, n_mels + 2)
-    widths = np.diff(edges_hz)
-    rising = -slopes[:, :-2] / widths[:-1]
-    falling = slopes[:, 2:] / widths[1:]
-    filters = np.maximum(0.0, np.minimum(rising, falling))  # (n_freq, n_mels)
-    filters *= 2.0 / (edges_hz[2:] - edges_hz[:-2])  # equal area per filter
-    return torch.from_numpy(filters.T.copy())
+    return slaney_mel_filters(SAMPLE_RATE, N_FFT, n_mels, FMIN, FMAX)
 
 
 def _window(dtype: torch.dtype) -> Tensor:
@@ -84,7 +61,7 @@ def stft_magnitude(audio: Tensor) -> Tensor:
 
 
 def speecht5_log_mel(audio: Tensor | np.ndarray) -> Tensor:
-    """SpeechT5 log10 mel of 16 kHz mono audio.
+    """SpeechT5 log10 mel of 16 kHz mono audio: ``log_mel(audio, SPEECHT5_16K)``.
 
     Parameters
     ----------
@@ -94,23 +71,23 @@ def speecht5_log_mel(audio: Tensor | np.ndarray) -> Tensor:
     -------
     (n_frames, 80) float32, n_frames = 1 + n_samples // 256.
     """
-    audio = torch.as_tensor(audio).to(torch.float64)
-    if audio.dim() != 1:
-        raise ValueError(f"expected mono (n_samples,), got shape {tuple(audio.shape)}")
-    mel = speecht5_mel_filters() @ stft_magnitude(audio)  # (n_mels, n_frames)
-    return torch.log10(mel.clamp(min=MEL_FLOOR)).T.to(torch.float32)
+    return log_mel(audio, SPEECHT5_16K)
 
 
-def mel_to_magnitude(log_mel: Tensor, n_iter: int = 30) -> Tensor:
-    """Non-negative least-squares linear magnitude for a log10 mel.
+def mel_to_magnitude(
+    log_mel: Tensor, n_iter: int = 30, definition: MelDefinition = SPEECHT5_16K
+) -> Tensor:
+    """Non-negative least-squares linear magnitude for a log-mel (log10 or ln, as
+    ``definition`` says).
 
     (n_frames, n_mels) -> (n_freq, n_frames) float32. Multiplicative updates
     S <- S * (F^T M) / (F^T F S) keep S >= 0 and never raise the squared error; most
     of the gain over the clipped pseudo-inverse comes in the first 30 or so."""
-    filters = speecht5_mel_filters(log_mel.shape[-1]).to(
-        torch.float32
-    )  # (n_mels, n_freq)
-    target = torch.pow(10.0, log_mel.to(torch.float32)).T  # (n_mels, n_frames)
+    filters = mel_filters(definition).to(torch.float32)  # (n_mels, n_freq)
+    if filters.shape[0] != log_mel.shape[-1]:
+        raise ValueError(f"{definition.name} has {filters.shape[0]} mels")
+    base = 10.0 if definition.log_base == "log10" else torch.e
+    target = torch.pow(base, log_mel.to(torch.float32)).T  # (n_mels, n_frames)
     magnitude = (torch.linalg.pinv(filters) @ target).clamp(min=0.0) + 1e-8
     magnitude = magnitude * (filters.sum(0) > 0)[:, None]  # no filter -> no energy
     numerator = filters.T @ target  # (n_freq, n_frames)
@@ -189,9 +166,19 @@ def spectral_convergence(magnitude: Tensor, audio: Tensor) -> float:
 
 
 def griffin_lim_from_log_mel(
-    log_mel: Tensor, options: GriffinLimOptions = GriffinLimOptions()
+    log_mel: Tensor,
+    options: GriffinLimOptions = GriffinLimOptions(),
+    definition: MelDefinition = SPEECHT5_16K,
 ) -> Tensor:
-    """SpeechT5 log10 mel (n_frames, 80) -> 16 kHz float32 audio (n_frames * 256,)."""
+    """Log-mel (n_frames, 80) -> float32 audio (n_frames * 256,) at the definition's
+    rate. Both definitions share the STFT sizes (1024 / 256 / 1024); a HiFi-GAN mel's
+    frames sit half a hop later than centred frames, which phase recovery ignores."""
     options.verify()
-    magnitude = mel_to_magnitude(log_mel, options.nnls_iter)
+    if (definition.n_fft, definition.hop_length, definition.win_length) != (
+        N_FFT,
+        HOP_LENGTH,
+        WIN_LENGTH,
+    ):
+        raise ValueError(f"Griffin-Lim: unsupported STFT sizes of {definition.name}")
+    magnitude = mel_to_magnitude(log_mel, options.nnls_iter, definition)
     return griffin_lim(magnitude, options)

@@ -19,12 +19,16 @@
 * ``espeak``: the ``espeak-ng`` program (Debian package), run as a subprocess that
   writes a WAV file.
 
-Teachers return float32 audio at their own rate; the stages resample to 16 kHz.
+A voice's ``config.json`` names the mel definition it predicts (``"mel"``:
+``speecht5-16k`` or ``hifigan-22k``, ``s2s_models.vocoders.mels``); a voice without
+one predicts SpeechT5's 16 kHz mel. Teachers return float32 audio at their own rate;
+the `mels` stage resamples it to the rate of the run's mel definition.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -40,6 +44,12 @@ import s2s_models
 from s2s_models.speecht5 import GenerationOptions, SpeechT5TTS, load_speecht5
 from s2s_models.speecht5.phonemes import SYMBOLS_FILE, PhonemeTokenizer
 from s2s_models.speecht5.tokenizer import VOCAB_FILE, SpeechT5Tokenizer
+from s2s_models.vocoders.mels import (
+    LEGACY_MEL,
+    MEL_DEFINITIONS,
+    MelDefinition,
+    get_mel_definition,
+)
 from s2s_models.whisper.checkpoints import verify_sha256
 from tasks.stage import file_sha256, fingerprint
 
@@ -75,10 +85,18 @@ class SynthesisOptions:
     seed: int = 0  # prenet dropout seed: the same text gives the same mel
     threshold: float = 0.5  # stop-token threshold
     maxlenratio: float = 20.0  # decoder steps per text token before cutting
+    # mel definition of the run: a teacher's mels (and the rate its audio is kept
+    # at); a SpeechT5 voice predicts its own, and naming another is refused.
+    # auto: the voice's, or speecht5-16k for a teacher
+    mel: str = "auto"
 
     def verify(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.mel != "auto" and self.mel not in MEL_DEFINITIONS:
+            raise ValueError(
+                f"unknown mel {self.mel!r}; choose auto or {sorted(MEL_DEFINITIONS)}"
+            )
         self.generation().verify()
 
     def generation(self) -> GenerationOptions:
@@ -128,6 +146,7 @@ class SpeechT5Voice:
     tokenizer: SpeechT5Tokenizer | PhonemeTokenizer
     speaker: np.ndarray | None  # (512,) from the voice folder, if it has one
     fingerprint: str  # hash of the weights, tokenizer and speaker files
+    mel: MelDefinition  # what the model predicts
 
 
 def resolve_voice_dir(voice: str) -> Path:
@@ -151,6 +170,35 @@ def resolve_voice_dir(voice: str) -> Path:
     return path
 
 
+def voice_mel(voice: str) -> MelDefinition:
+    """The mel definition a voice was trained on (its config's ``mel``; SpeechT5's
+    16 kHz mel for voices that name none)."""
+    config = json.loads((resolve_voice_dir(voice) / "config.json").read_text())
+    recorded = config.get("mel") or {}
+    definition = get_mel_definition(recorded.get("name", LEGACY_MEL))
+    rate = recorded.get("sample_rate", definition.sample_rate)
+    if rate != definition.sample_rate:
+        raise EngineError(
+            f"--voice {voice}: config says {definition.name} at {rate} Hz, but that "
+            f"mel is {definition.sample_rate} Hz"
+        )
+    return definition
+
+
+def run_mel(engine: str, voice: str, mel: str = "auto") -> MelDefinition:
+    """The mel definition of a run: the voice's own for SpeechT5 (a different
+    ``mel`` is refused), else ``mel`` (auto: speecht5-16k) for a teacher."""
+    if engine == "speecht5":
+        own = voice_mel(voice)
+        if mel not in ("auto", own.name):
+            raise EngineError(
+                f"--mel {mel}: voice {voice} predicts the {own.name} mel "
+                f"({own.sample_rate} Hz); leave --mel out for SpeechT5 voices"
+            )
+        return own
+    return get_mel_definition(LEGACY_MEL if mel == "auto" else mel)
+
+
 def voice_fingerprint(voice: str) -> str:
     """Hash of a voice folder's files, without loading the model."""
     root = resolve_voice_dir(voice)
@@ -171,7 +219,13 @@ def load_speecht5_voice(voice: str) -> SpeechT5Voice:
     if (root / SPEAKER_FILE).exists():
         speaker = read_speaker_embedding(root / SPEAKER_FILE)
     return SpeechT5Voice(
-        voice, root, model, tokenizer, speaker, voice_fingerprint(voice)
+        voice,
+        root,
+        model,
+        tokenizer,
+        speaker,
+        voice_fingerprint(voice),
+        voice_mel(voice),
     )
 
 
@@ -314,7 +368,9 @@ def engine_fingerprint(engine: str, voice: str) -> str:
     return load_teacher(engine, voice).fingerprint
 
 
-def check_engine(engine: str, voice: str, speaker_embedding: str | None) -> None:
+def check_engine(
+    engine: str, voice: str, speaker_embedding: str | None, mel: str = "auto"
+) -> None:
     """Fail early, with the reason, when the run cannot synthesize anything."""
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; choose from {ENGINES}")
@@ -322,6 +378,7 @@ def check_engine(engine: str, voice: str, speaker_embedding: str | None) -> None
         resolve_voice_dir(voice)
     else:
         load_teacher(engine, voice)
+    run_mel(engine, voice, mel)
     if speaker_embedding is not None:
         if engine != "speecht5":
             raise EngineError("--speaker-embedding applies to --engine speecht5 only")

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import soxr
 
 from s2s_models import TranscribeOptions
 from s2s_models.audio import SAMPLE_RATE
@@ -148,6 +149,13 @@ def duration_flag(seconds: float, n_phonemes: int) -> str | None:
     return "too_long" if per > MAX_SECONDS_PER_PHONEME else None
 
 
+def to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Audio at Whisper's (and DNSMOS's) 16 kHz; 22,050 Hz voices are resampled."""
+    if rate == SAMPLE_RATE:
+        return audio
+    return soxr.resample(audio, rate, SAMPLE_RATE).astype(np.float32, copy=False)
+
+
 def _transcribe_all(asr, audios, options: TranscribeOptions) -> list:
     """Transcripts, or the exception per item when a batch fails."""
     return run_isolating_failures(
@@ -159,7 +167,8 @@ def compute_tts_evaluation(
     rows: Iterable[dict], params: TtsEvaluationParams, asr=None
 ) -> list[dict]:
     """Pure stage logic. `rows` carry utt_id, input_key, text, normalized_text and
-    the `audio` cell (16 kHz FLAC); `asr` is the round-trip model (default: this
+    the `audio` cell (FLAC at any rate: resampled to the 16 kHz Whisper and DNSMOS
+    read); `asr` is the round-trip model (default: this
     process's `get_asr`). Returns one tts_evaluation row per input."""
     options = params.options
     options.verify()
@@ -169,7 +178,7 @@ def compute_tts_evaluation(
     for row in rows:
         keyed.append({k: row[k] for k in ("utt_id", "input_key", "text")})
         spoken.append(row.get("normalized_text") or row["text"] or "")
-        audios.append(decode_flac(row["audio"]["bytes"])[0])
+        audios.append(to_16k(*decode_flac(row["audio"]["bytes"])))
     asr_options = TranscribeOptions(batch_size=options.asr_batch_size)
     hypotheses = _transcribe_all(asr, audios, asr_options)
     out = []

@@ -5,8 +5,10 @@ A SpeechT5 voice generates every sentence chunk of every request in length-sorte
 batches and the chunks' mels are joined in order. A chunk whose audio is far
 shorter than its phonemes need is generated again with other seeds, and flagged
 `cut_short` (and counted as a stop failure) if it stays short. For teacher engines
-the stage stores the SpeechT5 log-mel of the engine's own audio (so the dataset can
-train our model) and that audio, at 16 kHz, for the `audio` stage.
+the stage stores the log-mel of the engine's own audio under the run's mel
+definition (so the dataset can train our model) and that audio, at the definition's
+rate (16 kHz for ``speecht5-16k``, 22,050 Hz for ``hifigan-22k``), for the `audio`
+stage. Each row names its mel definition.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ import pyarrow as pa
 import soxr
 import torch
 
-from s2s_models.audio import SAMPLE_RATE
 from s2s_models.device import resolve_device
 from s2s_models.speecht5.generation import generate_speech_checked
 from s2s_models.speecht5.tokenizer import pad_batch
-from s2s_models.vocoders import speecht5_log_mel
+from s2s_models.vocoders.mels import MelDefinition, get_mel_definition, log_mel
 from tasks.codecs import AUDIO_STRUCT, MelBlob, audio_cell
 from tasks.stage import (
     ROW_STATUS,
@@ -50,11 +51,10 @@ TEXT_COLUMNS = (
     ("normalized_text", pa.string()),
     ("speaker", pa.string()),
 )
-# (n_frames, n_mels) SpeechT5 log10 mel, frame-major (as SpeechT5 predicts and
-# trains on it): 16 kHz, hop 256, window 1024, 80 Slaney bins 80-7600 Hz.
+# (n_frames, n_mels) log-mel, frame-major (as SpeechT5 predicts and trains on it),
+# under the row's mel definition (column `mel`, s2s_models.vocoders.mels).
 TTS_MEL = MelBlob("log_mel", ("n_frames", "n_mels"))
-HOP_LENGTH = 256  # samples per SpeechT5 mel frame
-FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH
+HOP_LENGTH = 256  # samples per mel frame, in both mel definitions
 # Fewest seconds a phoneme (or letter) plausibly takes: speech at 12-15 phonemes per
 # second is about 0.07 s each; an utterance that stops at under 0.045 s per unit is
 # cut short (the first default voice stopping after "Dr." of a 42-phoneme sentence
@@ -74,6 +74,7 @@ class MelsParams:
     # synthesis.seed: a reviewer rejected them, or their round trip failed
     # (`tasks.tts.attempts`). Keyed by request, so identical texts share a seed.
     item_seeds: tuple[tuple[str, int], ...] = ()
+    mel: str = "speecht5-16k"  # the run's mel definition (`engines.run_mel`)
 
 
 def item_seed(request_key: str, params: MelsParams) -> int:
@@ -84,7 +85,9 @@ def mel_key(request_key: str, params: MelsParams) -> str:
     settings = asdict(params.synthesis)
     settings.pop("batch_size")  # batching never changes an utterance's mel
     settings["seed"] = item_seed(request_key, params)
-    return fingerprint(MELS.name, request_key, params.engine_fp, settings, params.limit)
+    return fingerprint(
+        MELS.name, request_key, params.engine_fp, settings, params.limit, params.mel
+    )
 
 
 def seeds_by_mel_key(params: MelsParams) -> dict[str, int]:
@@ -93,13 +96,13 @@ def seeds_by_mel_key(params: MelsParams) -> dict[str, int]:
     return {mel_key(k, params): s for k, s in params.item_seeds}
 
 
-def min_frames(tokenizer, ids: list[int]) -> int:
+def min_frames(tokenizer, ids: list[int], frames_per_second: float) -> int:
     """Fewest frames the text of ``ids`` plausibly needs (0 when the tokenizer
     cannot count phonemes: the published character voices)."""
     count = getattr(tokenizer, "count_units", None)
     if count is None:
         return 0
-    return int(count(ids) * MIN_SECONDS_PER_UNIT * FRAMES_PER_SECOND)
+    return int(count(ids) * MIN_SECONDS_PER_UNIT * frames_per_second)
 
 
 def _generate_batch(voice, texts: list[str], speaker, options) -> list[tuple]:
@@ -115,7 +118,10 @@ def _generate_batch(voice, texts: list[str], speaker, options) -> list[tuple]:
         enc.attention_mask.to(device),
         speaker,
         options.generation(),
-        [min_frames(voice.tokenizer, e.ids) for e in encoded],
+        [
+            min_frames(voice.tokenizer, e.ids, voice.mel.frames_per_second)
+            for e in encoded
+        ],
     )
     mels = [m.float().cpu().numpy() for m in result.mels]
     return list(zip(mels, result.stopped, result.cut_short, strict=True))
@@ -186,20 +192,24 @@ def compute_mels_speecht5(
     return out
 
 
-def compute_mels_teacher(engine, rows: list[dict]) -> list[dict]:
-    """Synthesize each row with a teacher; keep its 16 kHz audio and its SpeechT5
-    log-mel. Teachers always end on their own: stopped=True."""
+def compute_mels_teacher(
+    engine, rows: list[dict], definition: MelDefinition
+) -> list[dict]:
+    """Synthesize each row with a teacher; keep its audio at the definition's rate
+    and its log-mel. Teachers always end on their own: stopped=True."""
     out = []
+    rate = definition.sample_rate
     for row in rows:
         t0 = time.perf_counter()
         try:
             audio = engine.synthesize(row["normalized_text"])
             if audio.size == 0:
                 raise RuntimeError("the engine produced no audio")
-            audio16 = soxr.resample(audio, engine.sample_rate, SAMPLE_RATE)
-            audio16 = np.clip(audio16, -1.0, 1.0).astype(np.float32)
-            mel = speecht5_log_mel(audio16).numpy()  # (n_frames, 80)
-            flac = audio_cell(audio16, SAMPLE_RATE, row["utt_id"])
+            if engine.sample_rate != rate:
+                audio = soxr.resample(audio, engine.sample_rate, rate)
+            audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
+            mel = log_mel(audio, definition).numpy()  # (n_frames, 80)
+            flac = audio_cell(audio, rate, row["utt_id"])
         except Exception as exc:  # noqa: BLE001 - one bad item is a failed row
             out.append(failed_row(row, error_text(exc)))
             continue
@@ -230,6 +240,7 @@ def compute_mels(rows: Iterable[dict], params: MelsParams) -> list[dict]:
         {
             **row,
             "engine": synthesis.engine,
+            "mel": params.mel,
             "seed": own.get(row["input_key"], synthesis.seed),
         }
         for row in rows
@@ -237,19 +248,26 @@ def compute_mels(rows: Iterable[dict], params: MelsParams) -> list[dict]:
     with torch.inference_mode():
         if synthesis.engine == "speecht5":
             voice = load_speecht5_voice(synthesis.voice)
+            if voice.mel.name != params.mel:
+                raise ValueError(
+                    f"voice predicts {voice.mel.name}, run is {params.mel}"
+                )
             voice.model.to(resolve_device(params.device))
             return compute_mels_speecht5(voice, rows, synthesis, params.limit)
         engine = load_teacher(synthesis.engine, synthesis.voice)
-        return compute_mels_teacher(engine, rows)
+        return compute_mels_teacher(engine, rows, get_mel_definition(params.mel))
 
 
 MELS = StageSpec(
     name="mels",
-    version=4,  # 2: cut_short; 3: the mel as a float16 blob (TTS_MEL); 4: seed
+    # 2: cut_short; 3: the mel as a float16 blob (TTS_MEL); 4: seed; 5: the mel
+    # definition
+    version=5,
     columns=(
         *TEXT_COLUMNS,
         ("engine", pa.string()),  # speecht5 | piper | espeak
         ("seed", pa.int64()),  # sampling (prenet dropout) seed of this item
+        ("mel", pa.string()),  # mel definition: speecht5-16k | hifigan-22k
         ("n_mels", pa.int32()),
         ("n_frames", pa.int32()),
         ("log_mel", pa.binary()),  # TTS_MEL: a float16 blob (tasks.codecs)
@@ -257,8 +275,8 @@ MELS = StageSpec(
         ("hit_max_length", pa.bool_()),  # some chunk was cut at the step limit
         # some chunk stopped far shorter than its phonemes need, on every seed tried
         ("cut_short", pa.bool_()),
-        # teacher engines: their own audio, resampled to 16 kHz mono FLAC; null for
-        # speecht5 (the audio stage vocodes the mel)
+        # teacher engines: their own audio, resampled to the mel definition's rate,
+        # mono FLAC; null for speecht5 (the audio stage vocodes the mel)
         ("engine_audio", AUDIO_STRUCT),
         ("synth_seconds", pa.float64()),  # compute time, batch time shared by frames
         *ROW_STATUS,

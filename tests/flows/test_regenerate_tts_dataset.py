@@ -151,3 +151,39 @@ def test_sigkill_mid_mels_then_resume(tmp_path):
     for stage in TTS_STAGES:
         ids = _ids(run, stage)
         assert len(ids) == len(set(ids)) == n, stage.name
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_hifigan_mel_voice_through_the_universal_hifigan(tmp_path):
+    """A voice recording the hifigan-22k mel: --vocoder auto is the pretrained
+    universal HiFi-GAN, mels rows name the definition, the audio stage holds
+    22,050 Hz audio and the round trip still scores it (resampled to 16 kHz)."""
+    from s2s_models.vocoders.mels import HIFIGAN_22K
+    from s2s_models.vocoders.pretrained import (
+        PretrainedMissing,
+        pretrained_hifigan_files,
+    )
+
+    try:
+        pretrained_hifigan_files("universal")
+    except PretrainedMissing as exc:
+        pytest.skip(str(exc))
+    voice = make_tiny_voice(tmp_path / "v22", max_speech_positions=24)
+    config = json.loads((voice / "config.json").read_text())
+    (voice / "config.json").write_text(
+        json.dumps({**config, "mel": HIFIGAN_22K.to_dict()})
+    )
+    texts = tmp_path / "texts.txt"
+    texts.write_text("One short line.\nAnd another one.\n")
+    run = str(tmp_path / "run")
+    summary = regenerate_tts_dataset(
+        [str(texts)], run, SynthesisOptions(voice=str(voice)), evaluation=NO_DNSMOS
+    )
+    assert summary["run_info"]["vocoder"] == "hifigan"
+    assert summary["run_info"]["sample_rate"] == 22050
+    mels = read_stage(run, MELS).to_pandas()
+    assert (mels["mel"] == "hifigan-22k").all()
+    audio = read_stage(run, AUDIO).to_pandas()
+    assert (audio["status"] == "ok").all() and (audio["sampling_rate"] == 22050).all()
+    assert np.allclose(audio["duration_s"], mels["n_frames"] * 256 / 22050)
+    assert summary["evaluation"]["n_ok"] == 2

@@ -228,3 +228,114 @@ def test_logs_of_a_run_killed_before_its_first_checkpoint_are_dropped(tmp_path):
     (tmp_path / "log.jsonl").write_text('{"step": 6, "loss": 9.3}\n{"step": 1')
     Trainer(tmp_path, TINY, "cpu")  # starts at step 0: nothing was saved
     assert (tmp_path / "log.jsonl").read_text() == ""
+
+
+def test_warm_start_rescales_mel_units():
+    """A log10-mel voice warm-starting a natural-log voice predicts, before any
+    training, exactly its old mels in the new units (times ln 10)."""
+    from s2s_models.speecht5.training import warm_start
+
+    tok = PhonemeTokenizer(PhonemeTokenizer.default_symbols())
+    torch.manual_seed(0)
+    source = SpeechT5TTS(TINY.dims(len(tok))).eval()
+    torch.manual_seed(1)
+    target = SpeechT5TTS(TINY.dims(len(tok))).eval()
+    k = float(np.log(10.0))
+    counts = warm_start(target, source, k)
+    assert counts["copied"] == len(source.state_dict()) and counts["fresh"] == 0
+    batch = collate([tok.encode(TEXTS[0]).ids], [torch.randn(9, 80) - 4], 3, 1)
+    inputs = decoder_inputs(batch.target, 3)
+    with torch.no_grad():
+        old = source(batch.input_ids, batch.attention_mask, inputs)
+        new = target(batch.input_ids, batch.attention_mask, inputs * k)
+    assert torch.allclose(
+        new.mels_before_postnet, k * old.mels_before_postnet, atol=1e-4
+    )
+    assert torch.allclose(new.mels, k * old.mels, atol=1e-4)
+    assert torch.allclose(new.stop_logits, old.stop_logits, atol=1e-5)
+    # a model of other sizes keeps only the tensors whose shapes fit
+    wide = SpeechT5TTS(dataclasses.replace(TINY, n_ffn=128).dims(len(tok)))
+    partial = warm_start(wide, source)
+    assert 0 < partial["copied"] < len(source.state_dict())
+    assert partial["skipped"] == len(source.state_dict()) - partial["copied"]
+
+
+def _dataset_22k(tmp_path) -> str:
+    rows = []
+    for i, text in enumerate(TEXTS):
+        t = np.arange(int((0.8 + 0.1 * i) * 22050)) / 22050
+        audio = (0.3 * np.sin(2 * np.pi * (200 + 40 * i + 200 * t) * t)).astype(
+            np.float32
+        )
+        buf = io.BytesIO()
+        sf.write(buf, audio, 22050, format="FLAC", subtype="PCM_16")
+        rows.append(
+            {
+                "utt_id": f"u{i}",
+                "input_key": f"k{i}",
+                "text": text,
+                "normalized_text": text,
+                "speaker": None,
+                "audio": {"bytes": buf.getvalue(), "path": f"u{i}.flac"},
+                "sampling_rate": 22050,
+                "duration_s": len(audio) / 22050,
+                "vocoder": "engine",
+                "vocode_seconds": 0.0,
+                "status": "ok",
+                "error": None,
+            }
+        )
+    run = tmp_path / "dataset22"
+    write_part(run, AUDIO, 0, pa.Table.from_pylist(rows, schema=AUDIO.schema))
+    return str(run)
+
+
+@pytest.mark.slow
+def test_hifigan_mel_voice_warm_started(tmp_path, dataset):
+    """--mel hifigan-22k --init-from VOICE: a 22.05 kHz dataset, the source's tensors
+    copied and rescaled, the voice's config naming its mel, evaluation through the
+    universal HiFi-GAN; a 16 kHz dataset is refused with the fix."""
+    from s2s_models.vocoders.pretrained import (
+        PretrainedMissing,
+        pretrained_hifigan_files,
+    )
+    from tasks.tts.engines import voice_mel
+    from tests.fixtures.tts.tiny_voice import make_tiny_voice
+
+    try:
+        pretrained_hifigan_files("universal")
+    except PretrainedMissing as exc:
+        pytest.skip(str(exc))
+    source = make_tiny_voice(tmp_path / "source", front_end="phonemes")
+    heldout = tmp_path / "heldout.txt"
+    heldout.write_text("\n".join(HELDOUT) + "\n")
+    config = dataclasses.replace(TINY, mel="hifigan-22k", init_from=str(source))
+    summary = train_tts(
+        dataset=_dataset_22k(tmp_path),
+        ckpt_dir=str(tmp_path / "ckpt22"),
+        heldout_file=str(heldout),
+        max_steps=2,
+        eval_every=2,
+        eval_sentences=1,
+        config=config,
+    )
+    assert summary["step"] == 2 and summary["data"]["kept"] == len(TEXTS)
+    best = tmp_path / "ckpt22" / "best"
+    saved = json.loads((best / "config.json").read_text())
+    assert (
+        saved["mel"]["name"] == "hifigan-22k" and saved["mel"]["sample_rate"] == 22050
+    )
+    assert voice_mel(str(best)).name == "hifigan-22k"
+    evals = (tmp_path / "ckpt22" / "eval.jsonl").read_text().splitlines()
+    assert json.loads(evals[0])["n"] == 1
+    trainer = json.loads((tmp_path / "ckpt22" / "latest" / "trainer.json").read_text())
+    assert trainer["config"]["init_from"] == str(source)
+
+    with pytest.raises(ValueError, match="synthesize ... --mel hifigan-22k"):
+        train_tts(
+            dataset=dataset,  # 16 kHz chirps
+            ckpt_dir=str(tmp_path / "wrong"),
+            heldout_file=str(heldout),
+            max_steps=1,
+            config=dataclasses.replace(config, init_from=None),
+        )

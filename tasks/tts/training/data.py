@@ -1,9 +1,10 @@
 """Training data for our SpeechT5-architecture voices, from a TTS dataset run folder.
 
 A dataset is the RUN_DIR of ``s2s synthesize`` (any engine): its ``audio`` stage holds
-text and 16 kHz FLAC per utterance. ``load_training_set`` turns every ok row into token
-ids (the voice's phoneme front end) and a SpeechT5 log10 mel (16 kHz, 80 bins, n_fft
-1024, hop 256, 80-7600 Hz: what a SpeechT5-layout HiFi-GAN vocodes), and caches the
+text and FLAC per utterance. ``load_training_set`` turns every ok row into token ids
+(the voice's phoneme front end) and a log-mel under the voice's mel definition
+(``s2s_models.vocoders.mels``: ``speecht5-16k`` needs 16 kHz audio, ``hifigan-22k``
+22,050 Hz audio, i.e. a teacher run made with ``--mel hifigan-22k``), and caches the
 result in ``CKPT_DIR/training_data.parquet`` keyed by the dataset's parts, so resuming
 a run does not recompute mels.
 
@@ -23,13 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from s2s_models.audio import SAMPLE_RATE
 from s2s_models.speecht5.phonemes import PhonemeTokenizer
-from s2s_models.vocoders.griffinlim import speecht5_log_mel
+from s2s_models.vocoders.mels import SPEECHT5_16K, MelDefinition, log_mel
 from tasks.codecs import decode_flac
 from tasks.stage import fingerprint, list_parts
 from tasks.tts.audio import AUDIO
-from tasks.tts.mels import HOP_LENGTH, TTS_MEL
+from tasks.tts.mels import TTS_MEL
 
 CACHE_FILE = "training_data.parquet"
 CACHE_LAYOUT = 2  # 2: mels as TTS_MEL blobs (1: list<list<float16>>)
@@ -42,13 +42,14 @@ class TrainingSet:
     ids: list[list[int]]
     mels: list[torch.Tensor]  # (n_frames, 80) float16
     key: str  # fingerprint of the dataset parts + front end
+    mel: MelDefinition = SPEECHT5_16K
 
     def __len__(self) -> int:
         return len(self.utt_ids)
 
     @property
     def seconds(self) -> float:
-        return sum(m.shape[0] for m in self.mels) * HOP_LENGTH / SAMPLE_RATE
+        return sum(m.shape[0] for m in self.mels) / self.mel.frames_per_second
 
 
 def dataset_parts(dataset: str | Path) -> list[Path]:
@@ -61,13 +62,17 @@ def dataset_parts(dataset: str | Path) -> list[Path]:
     return parts
 
 
-def dataset_key(dataset: str | Path, tokenizer: PhonemeTokenizer) -> str:
+def dataset_key(
+    dataset: str | Path, tokenizer: PhonemeTokenizer, mel: MelDefinition = SPEECHT5_16K
+) -> str:
     parts = dataset_parts(dataset)
+    # SpeechT5's mel keeps its old name so that existing caches stay valid
+    mel_name = "speecht5-log-mel-v1" if mel == SPEECHT5_16K else mel.to_dict()
     return fingerprint(
         [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in parts],
         tokenizer.symbols,
         tokenizer.name,
-        "speecht5-log-mel-v1",
+        mel_name,
     )
 
 
@@ -75,7 +80,7 @@ def _normalized(text: str, tokenizer: PhonemeTokenizer) -> str:
     return tokenizer.normalize_text(text)[0].lower()
 
 
-def _read_cache(path: Path, key: str) -> TrainingSet | None:
+def _read_cache(path: Path, key: str, mel: MelDefinition) -> TrainingSet | None:
     if not path.exists():
         return None
     table = pq.read_table(path)
@@ -92,6 +97,7 @@ def _read_cache(path: Path, key: str) -> TrainingSet | None:
         table.column("ids").to_pylist(),
         mels,
         key,
+        mel,
     )
 
 
@@ -116,23 +122,25 @@ def load_training_set(
     heldout_texts: list[str],
     cache_dir: str | Path,
     max_seconds: float = 12.0,
+    mel: MelDefinition = SPEECHT5_16K,
 ) -> tuple[TrainingSet, dict]:
-    """Every ok, non-held-out utterance of ``dataset`` up to ``max_seconds`` long.
+    """Every ok, non-held-out utterance of ``dataset`` up to ``max_seconds`` long,
+    with its log-mel under ``mel``.
 
     Returns the set and counts of what was dropped and why."""
     key = fingerprint(
-        dataset_key(dataset, tokenizer),
+        dataset_key(dataset, tokenizer, mel),
         sorted(heldout_texts),
         max_seconds,
         CACHE_LAYOUT,
     )
     cache = Path(cache_dir) / CACHE_FILE
-    cached = _read_cache(cache, key)
+    cached = _read_cache(cache, key, mel)
     if cached is not None:
         return cached, {"cached": True, "kept": len(cached)}
     heldout = {_normalized(t, tokenizer) for t in heldout_texts}
     counts = {"failed": 0, "heldout": 0, "too_long": 0, "kept": 0}
-    data = TrainingSet([], [], [], [], key)
+    data = TrainingSet([], [], [], [], key, mel)
     columns = ["utt_id", "text", "normalized_text", "audio", "sampling_rate", "status"]
     for part in dataset_parts(dataset):
         for row in pq.read_table(part, columns=columns).to_pylist():
@@ -143,9 +151,11 @@ def load_training_set(
                 counts["heldout"] += 1
                 continue
             audio, rate = decode_flac(row["audio"]["bytes"])
-            if rate != SAMPLE_RATE:
+            if rate != mel.sample_rate:
                 raise ValueError(
-                    f"{row['utt_id']}: audio at {rate} Hz, expected 16 kHz"
+                    f"{row['utt_id']}: audio at {rate} Hz, but the {mel.name} mel "
+                    f"needs {mel.sample_rate} Hz: make the dataset with `s2s "
+                    f"synthesize ... --mel {mel.name}`"
                 )
             if len(audio) / rate > max_seconds:
                 counts["too_long"] += 1
@@ -154,7 +164,7 @@ def load_training_set(
             data.texts.append(row["text"])
             spoken = row["normalized_text"] or row["text"]
             data.ids.append(tokenizer.encode(spoken).ids)
-            data.mels.append(speecht5_log_mel(audio).to(torch.float16))
+            data.mels.append(log_mel(audio, mel).to(torch.float16))
     counts["kept"] = len(data)
     if not data.utt_ids:
         raise ValueError(f"{dataset}: no usable utterances ({json.dumps(counts)})")

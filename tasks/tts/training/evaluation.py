@@ -1,5 +1,6 @@
-"""Held-out evaluation of a voice in training: synthesize, vocode with Griffin-Lim,
-transcribe with our Whisper, score against the texts."""
+"""Held-out evaluation of a voice in training: synthesize, vocode (Griffin-Lim for
+SpeechT5's 16 kHz mel, the pretrained universal HiFi-GAN for the 22.05 kHz HiFi-GAN
+mel), resample to 16 kHz, transcribe with our Whisper, score against the texts."""
 
 from __future__ import annotations
 
@@ -12,11 +13,30 @@ from s2s_models.audio import SAMPLE_RATE
 from s2s_models.speecht5 import SpeechT5TTS
 from s2s_models.speecht5.generation import GenerationOptions, generate_speech
 from s2s_models.speecht5.phonemes import PhonemeTokenizer
+from s2s_models.vocoders.mels import SPEECHT5_16K, MelDefinition
+from s2s_models.vocoders.pretrained import PRETRAINED_MEL, pretrained_hifigan_files
 from tasks.asr.models import get_asr
 from tasks.metrics import normalize_text, score_pair
-from tasks.tts.audio import VocoderSpec, vocode
+from tasks.tts.audio import VocoderSpec, load_hifigan, vocode, vocode_hifigan_batches
+from tasks.tts.evaluation import to_16k
 
-GRIFFIN_LIM = VocoderSpec("griffinlim", None, "griffinlim")
+GRIFFIN_LIM = VocoderSpec("griffinlim", None, "griffinlim", SPEECHT5_16K.name)
+
+
+def _vocode_all(mels: list[np.ndarray], mel: MelDefinition) -> list[np.ndarray]:
+    """16 kHz audio of each mel, by the vocoder that reads ``mel``."""
+    if mel.name == PRETRAINED_MEL.name:
+        checkpoint, _ = pretrained_hifigan_files("universal")
+        results = vocode_hifigan_batches(
+            load_hifigan(str(checkpoint)), mels, "cpu", mel.silence
+        )
+        out = []
+        for audio, _ in results:
+            if isinstance(audio, Exception):
+                raise audio
+            out.append(to_16k(audio, mel.sample_rate))
+        return out
+    return [vocode(GRIFFIN_LIM, m) for m in mels]
 
 
 def synthesize_texts(
@@ -25,12 +45,13 @@ def synthesize_texts(
     texts: list[str],
     batch_size: int = 16,
     seed: int = 0,
+    mel: MelDefinition = SPEECHT5_16K,
 ) -> tuple[list[np.ndarray], list[bool]]:
-    """Generate and vocode (Griffin-Lim) each text: 16 kHz audio and whether the stop
-    token ended it."""
+    """Generate and vocode each text: 16 kHz audio and whether the stop token ended
+    it."""
     model.eval()
     device = next(model.parameters()).device
-    audios, stopped = [], []
+    mels, stopped = [], []
     for start in range(0, len(texts), batch_size):
         enc = tokenizer.encode_batch(texts[start : start + batch_size])
         result = generate_speech(
@@ -40,10 +61,9 @@ def synthesize_texts(
             None,
             GenerationOptions(seed=seed, maxlenratio=10.0),
         )
-        for mel in result.mels:
-            audios.append(vocode(GRIFFIN_LIM, mel.float().cpu().numpy()))
+        mels.extend(m.float().cpu().numpy() for m in result.mels)
         stopped.extend(result.stopped)
-    return audios, stopped
+    return _vocode_all(mels, mel), stopped
 
 
 def round_trip(
@@ -78,10 +98,11 @@ def evaluate_voice(
     texts: list[str],
     asr_models: tuple[str, ...] = ("tiny.en",),
     device: str = "auto",
+    mel: MelDefinition = SPEECHT5_16K,
 ) -> dict:
-    """Held-out round trip: synthesize, Griffin-Lim, transcribe, score."""
+    """Held-out round trip: synthesize, vocode, transcribe, score."""
     t0 = time.perf_counter()
-    audios, stopped = synthesize_texts(model, tokenizer, texts)
+    audios, stopped = synthesize_texts(model, tokenizer, texts, mel=mel)
     synth_s = time.perf_counter() - t0
     audio_s = sum(len(a) for a in audios) / SAMPLE_RATE
     out = {

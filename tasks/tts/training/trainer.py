@@ -33,7 +33,9 @@ from s2s_models.device import resolve_device
 from s2s_models.speecht5 import SpeechT5Dims, SpeechT5TTS, save_speecht5
 from s2s_models.speecht5.checkpoints import load_speecht5
 from s2s_models.speecht5.phonemes import PhonemeTokenizer
-from s2s_models.speecht5.training import LossWeights, collate, tts_losses
+from s2s_models.speecht5.training import LossWeights, collate, tts_losses, warm_start
+from s2s_models.vocoders.mels import MelDefinition, get_mel_definition
+from tasks.tts.audio import BF16_CPU_CAPABILITIES
 from tasks.tts.training.data import TrainingSet, length_buckets
 
 TRAINER_FILE = "trainer.json"
@@ -52,6 +54,12 @@ class TrainConfig:
     n_postnet_units: int = 256
     # phonemes (en-arpabet-v2), phonemes-v1 or characters: s2s_models.speecht5.phonemes
     front_end: str = "phonemes"
+    # what the voice predicts (s2s_models.vocoders.mels): speecht5-16k (Griffin-Lim or
+    # a SpeechT5 HiFi-GAN) or hifigan-22k (the pretrained universal HiFi-GAN)
+    mel: str = "speecht5-16k"
+    # warm start: a voice folder ("default": the bundled voice) whose tensors of
+    # matching shape start the new model (its mel units are rescaled: warm_start)
+    init_from: str | None = None
     # optimisation
     frames_per_batch: int = 6000  # padded mel frames per batch (length-bucketed)
     max_batch: int = 64
@@ -59,7 +67,7 @@ class TrainConfig:
     warmup_steps: int = 500
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
-    bf16: bool = True  # bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA)
+    bf16: bool = True  # bfloat16 autocast (CPU with AVX512-BF16/AMX, or CUDA; else off)
     seed: int = 0
     max_seconds: float = 12.0  # longer training utterances are skipped
     # loss
@@ -172,6 +180,7 @@ class Trainer:
         self.tokenizer = PhonemeTokenizer.for_front_end(config.front_end)
         recover_checkpoints(self.dir)
         latest = self.dir / "latest"
+        self.warm_started: dict | None = None  # what --init-from copied (new runs)
         if (latest / TRAINER_FILE).exists():
             saved = json.loads((latest / TRAINER_FILE).read_text())
             config = TrainConfig.from_dict(saved["config"])
@@ -186,10 +195,14 @@ class Trainer:
                 self.state.best_step = best_state["best_step"]
         else:
             torch.manual_seed(config.seed)
-            self.model = SpeechT5TTS(config.dims(len(self.tokenizer))).to(self.device)
+            self.model = SpeechT5TTS(config.dims(len(self.tokenizer)))
+            if config.init_from:
+                self.warm_started = self._warm_start(config)
+            self.model.to(self.device)
             self.state = TrainerState()
             self._forget_after(0)  # logs of a run killed before its first checkpoint
         self.config = config
+        self.mel: MelDefinition = get_mel_definition(config.mel)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=config.lr,
@@ -201,6 +214,25 @@ class Trainer:
                 latest / OPTIMIZER_FILE, map_location=self.device, weights_only=True
             )
             self.optimizer.load_state_dict(opt_state)
+
+    def _warm_start(self, config: TrainConfig) -> dict:
+        """Start from the tensors of ``config.init_from`` whose shapes match."""
+        from tasks.tts.engines import resolve_voice_dir, voice_mel, voice_tokenizer
+
+        source_dir = resolve_voice_dir(config.init_from)
+        source_tokens = voice_tokenizer(source_dir)
+        if list(getattr(source_tokens, "symbols", [])) != list(self.tokenizer.symbols):
+            raise ValueError(
+                f"--init-from {config.init_from}: its phoneme symbols differ from the "
+                f"{config.front_end} front end's, so its embeddings would not fit"
+            )
+        source_mel = voice_mel(config.init_from)
+        target_mel = get_mel_definition(config.mel)
+        scale = 1.0
+        if source_mel.log_base != target_mel.log_base:
+            scale = math.log(10.0) if target_mel.log_base == "ln" else 1 / math.log(10)
+        counts = warm_start(self.model, load_speecht5(source_dir), scale)
+        return {**counts, "mel_scale": scale, "from": str(source_dir)}
 
     def _forget_after(self, step: int) -> None:
         """Drop log lines a killed run wrote after its last checkpoint (the resumed
@@ -226,7 +258,14 @@ class Trainer:
         return sum(p.numel() for p in self.model.parameters())
 
     def _autocast(self):
+        """bfloat16 autocast where the hardware runs it natively: on an AVX2-only
+        CPU it is emulated, and a training step took 4-7x longer than in float32
+        (measured on the 2-core AMD EPYC of issue 17)."""
         if not self.config.bf16:
+            return nullcontext()
+        if self.device.type == "cpu" and (
+            torch.backends.cpu.get_cpu_capability() not in BF16_CPU_CAPABILITIES
+        ):
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
@@ -322,7 +361,7 @@ class Trainer:
         """Write the voice (+ optimizer, trainer state) to CKPT_DIR/name atomically."""
         tmp = self.dir / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        save_speecht5(self.model, tmp)
+        save_speecht5(self.model, tmp, mel=self.mel.to_dict())
         self.tokenizer.save(tmp)
         if with_optimizer:
             torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)

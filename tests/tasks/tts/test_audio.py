@@ -31,10 +31,16 @@ def _tone(seconds: float, hz: float = 220.0) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
 
 
-def _row(utt_id: str, text: str = "Some text.", mel=None, audio=None) -> dict:
+def _row(
+    utt_id: str,
+    text: str = "Some text.",
+    mel=None,
+    audio=None,
+    mel_name: str = "speecht5-16k",
+) -> dict:
     """A mels row as the audio stage reads it: a mel, or a teacher's audio."""
     row = {"utt_id": utt_id, "input_key": f"k-{utt_id}", "text": text}
-    row.update(normalized_text=text, speaker=None, engine_audio=None)
+    row.update(normalized_text=text, speaker=None, engine_audio=None, mel=mel_name)
     row.update(
         TTS_MEL.cells(mel) if mel is not None else dict.fromkeys(TTS_MEL.columns)
     )
@@ -135,7 +141,8 @@ def test_audio_stage_loads_with_datasets(tmp_path):
 
 
 def _tiny_hifigan(tmp_path) -> str:
-    """A small random jik876-layout HiFi-GAN with SpeechT5's hop (256 samples)."""
+    """A small random jik876-layout HiFi-GAN for the hifigan-22k mel (its config
+    names that mel's sizes; hop 256 samples)."""
     import json
 
     import torch
@@ -149,7 +156,12 @@ def _tiny_hifigan(tmp_path) -> str:
         "resblock_kernel_sizes": [3],
         "resblock_dilation_sizes": [[1, 3]],
         "resblock": "2",
-        "sampling_rate": SR,
+        "sampling_rate": 22050,
+        "n_fft": 1024,
+        "hop_size": 256,
+        "win_size": 1024,
+        "fmin": 0,
+        "fmax": 8000,
     }
     torch.manual_seed(0)
     model = HiFiGanGenerator(HiFiGanDims.from_jik876_config(config))
@@ -167,15 +179,18 @@ def test_hifigan_batches_equal_one_by_one_but_the_tail(tmp_path, monkeypatch):
     audio it gets alone, except the last samples that see the padding."""
     import tasks.tts.audio as vocode_module
 
-    spec = resolve_vocoder(_tiny_hifigan(tmp_path), "speecht5", "default")
-    assert spec.kind == "hifigan"
+    spec = resolve_vocoder(_tiny_hifigan(tmp_path), "piper", "default", "hifigan-22k")
+    assert spec.kind == "hifigan" and spec.mel == "hifigan-22k"
     rng = np.random.default_rng(0)
     # float16 values: what the mels stage stores
     mels = [rng.normal(-5.0, 1.0, (n, 80)).astype(np.float16) for n in (40, 7, 25)]
     alone = [vocode(spec, m) for m in mels]
-    mel_rows = [_row(u, mel=m) for u, m in zip("abc", mels, strict=True)]
+    mel_rows = [
+        _row(u, mel=m, mel_name="hifigan-22k") for u, m in zip("abc", mels, strict=True)
+    ]
     rows = _vocode([*mel_rows, _row("none")], spec)
     assert [r["status"] for r in rows] == ["ok", "ok", "ok", "failed"]
+    assert {r["sampling_rate"] for r in rows[:3]} == {22050}
     tail = 256 * 4  # the receptive field reaches about this far into the padding
     for row, one in zip(rows, alone, strict=False):
         audio = decode_flac(row["audio"]["bytes"])[0]

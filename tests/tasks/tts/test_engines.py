@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from s2s_models.vocoders.mels import SPEECHT5_16K
 from tasks.asr.models import get_asr
 from tasks.tts.audio import AudioParams, compute_audio, resolve_vocoder
 from tasks.tts.engines import EngineError, EspeakEngine, load_teacher
@@ -58,7 +59,7 @@ def _round_trip(engine_name: str) -> tuple[list[dict], list[dict]]:
         | {"speaker": None, "engine": engine_name}
         for i, t in enumerate(SENTENCES)
     ]
-    mels = compute_mels_teacher(engine, [dict(r) for r in rows])
+    mels = compute_mels_teacher(engine, [dict(r) for r in rows], SPEECHT5_16K)
     assert [m["status"] for m in mels] == ["ok"] * len(rows), mels
     spec = resolve_vocoder("auto", engine_name, "default")
     audio = compute_audio(mels, AudioParams(spec, "cpu"))
