@@ -516,7 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that run a flow: their Prefect API server starts while they import
 # (flows.api_server).
-FLOW_COMMANDS = ("ingest", "transcribe", "report", "export")
+FLOW_COMMANDS = (
+    "ingest",
+    "transcribe",
+    "report",
+    "export",
+    "synthesize",
+    "train-tts",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from flows.api_server import flow_api
 from flows.cli_common import (
     TRAINING_KIND,
     TTS_KIND,
@@ -115,20 +116,21 @@ def cmd_synthesize(args: argparse.Namespace) -> int:
         return refuse("synthesize", problem)
     from flows.regenerate_tts_dataset import regenerate_tts_dataset
 
-    summary = regenerate_tts_dataset(
-        texts=args.texts,
-        run_dir=args.out,
-        synthesis=synthesis,
-        text=options_from_args(args, "text", TextOptions()),
-        evaluation=options_from_args(args, "evaluation", TtsEvalOptions()),
-        vocoder=args.vocoder,
-        device=args.device,
-        export_ljspeech_dir=args.export_ljspeech,
-        shard_size=args.shard_size,
-        compare_to=args.compare,
-        retry_failed=args.retry_failed,
-        loop=options_from_args(args, "loop", LoopOptions()),
-    )
+    with flow_api(getattr(args, "api_server", None)):
+        summary = regenerate_tts_dataset(
+            texts=args.texts,
+            run_dir=args.out,
+            synthesis=synthesis,
+            text=options_from_args(args, "text", TextOptions()),
+            evaluation=options_from_args(args, "evaluation", TtsEvalOptions()),
+            vocoder=args.vocoder,
+            device=args.device,
+            export_ljspeech_dir=args.export_ljspeech,
+            shard_size=args.shard_size,
+            compare_to=args.compare,
+            retry_failed=args.retry_failed,
+            loop=options_from_args(args, "loop", LoopOptions()),
+        )
     emit(summary, args.json, _print_summary)
     return exit_code(summary)
 
@@ -154,19 +156,20 @@ def cmd_train_tts(args: argparse.Namespace) -> int:
         return refuse("train-tts", problem)
     from flows.train_tts import train_tts
 
-    summary = train_tts(
-        dataset=args.dataset,
-        ckpt_dir=args.out,
-        heldout_file=args.heldout,
-        max_steps=args.max_steps,
-        max_minutes=args.max_minutes,
-        eval_every=args.eval_every,
-        eval_sentences=args.eval_sentences,
-        asr_models=tuple(args.asr_model or ["tiny.en"]),
-        device=args.device,
-        config=options_from_args(args, "config", TrainConfig()),
-        cooldown_steps=args.cooldown_steps,
-    )
+    with flow_api(getattr(args, "api_server", None)):
+        summary = train_tts(
+            dataset=args.dataset,
+            ckpt_dir=args.out,
+            heldout_file=args.heldout,
+            max_steps=args.max_steps,
+            max_minutes=args.max_minutes,
+            eval_every=args.eval_every,
+            eval_sentences=args.eval_sentences,
+            asr_models=tuple(args.asr_model or ["tiny.en"]),
+            device=args.device,
+            config=options_from_args(args, "config", TrainConfig()),
+            cooldown_steps=args.cooldown_steps,
+        )
     emit(summary, True, print)
     return 0
 
