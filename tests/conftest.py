@@ -27,6 +27,21 @@ BAD_AUDIO = FIXTURES / "bad_audio"
 
 
 @pytest.fixture(scope="session")
+def universal_hifigan():
+    """(generator, config) of the bundled universal HiFi-GAN (`tts` extra); the
+    test skips with the reason when the weights are not installed."""
+    from s2s_models.vocoders.pretrained import (
+        PretrainedMissing,
+        pretrained_hifigan_files,
+    )
+
+    try:
+        return pretrained_hifigan_files("universal")
+    except PretrainedMissing as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
 def prefect_harness():
     """One Prefect test server for every flow test in the session."""
     from prefect.testing.utilities import prefect_test_harness

@@ -153,21 +153,13 @@ def test_sigkill_mid_mels_then_resume(tmp_path):
         assert len(ids) == len(set(ids)) == n, stage.name
 
 
-@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.usefixtures("prefect_harness", "universal_hifigan")
 def test_hifigan_mel_voice_through_the_universal_hifigan(tmp_path):
     """A voice recording the hifigan-22k mel: --vocoder auto is the pretrained
     universal HiFi-GAN, mels rows name the definition, the audio stage holds
     22,050 Hz audio and the round trip still scores it (resampled to 16 kHz)."""
     from s2s_models.vocoders.mels import HIFIGAN_22K
-    from s2s_models.vocoders.pretrained import (
-        PretrainedMissing,
-        pretrained_hifigan_files,
-    )
 
-    try:
-        pretrained_hifigan_files("universal")
-    except PretrainedMissing as exc:
-        pytest.skip(str(exc))
     voice = make_tiny_voice(tmp_path / "v22", max_speech_positions=24)
     config = json.loads((voice / "config.json").read_text())
     (voice / "config.json").write_text(

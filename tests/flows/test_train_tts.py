@@ -291,21 +291,14 @@ def _dataset_22k(tmp_path) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("universal_hifigan")
 def test_hifigan_mel_voice_warm_started(tmp_path, dataset):
     """--mel hifigan-22k --init-from VOICE: a 22.05 kHz dataset, the source's tensors
     copied and rescaled, the voice's config naming its mel, evaluation through the
     universal HiFi-GAN; a 16 kHz dataset is refused with the fix."""
-    from s2s_models.vocoders.pretrained import (
-        PretrainedMissing,
-        pretrained_hifigan_files,
-    )
     from tasks.tts.engines import voice_mel
     from tests.fixtures.tts.tiny_voice import make_tiny_voice
 
-    try:
-        pretrained_hifigan_files("universal")
-    except PretrainedMissing as exc:
-        pytest.skip(str(exc))
     source = make_tiny_voice(tmp_path / "source", front_end="phonemes")
     heldout = tmp_path / "heldout.txt"
     heldout.write_text("\n".join(HELDOUT) + "\n")

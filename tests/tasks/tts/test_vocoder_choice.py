@@ -13,19 +13,10 @@ import pytest
 
 from flows.cli_tts import main as s2s_tts
 from s2s_models.vocoders.mels import HIFIGAN_22K
-from s2s_models.vocoders.pretrained import PretrainedMissing, pretrained_hifigan_files
 from tasks.codecs import decode_flac
 from tasks.tts.audio import AudioParams, compute_audio, resolve_vocoder
 from tasks.tts.engines import EngineError, run_mel, voice_mel
 from tests.fixtures.tts.tiny_voice import make_tiny_voice
-
-
-@pytest.fixture(scope="module")
-def pretrained():
-    try:
-        return pretrained_hifigan_files("universal")
-    except PretrainedMissing as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +31,13 @@ def voices(tmp_path_factory) -> tuple[str, str]:
     return str(old), str(new)
 
 
-def test_vocoder_follows_the_voice_mel(voices, pretrained):
+def test_vocoder_follows_the_voice_mel(voices, universal_hifigan):
     v16, v22 = voices
     assert voice_mel(v16).name == "speecht5-16k"  # no "mel" in config: legacy
     assert voice_mel(v22).name == "hifigan-22k"
     auto = resolve_vocoder("auto", "speecht5", v22)
     assert (auto.kind, auto.mel) == ("hifigan", "hifigan-22k")
-    assert Path(auto.path) == pretrained[0]
+    assert Path(auto.path) == universal_hifigan[0]
     assert resolve_vocoder("ljspeech", "speecht5", v22).mel == "hifigan-22k"
     assert resolve_vocoder("griffinlim", "speecht5", v22).mel == "hifigan-22k"
     assert resolve_vocoder("auto", "speecht5", v16).kind == "griffinlim"
@@ -63,7 +54,7 @@ def test_vocoder_follows_the_voice_mel(voices, pretrained):
 
 
 def test_mismatch_refused_in_one_line_before_any_work(
-    voices, pretrained, tmp_path, capsys
+    voices, universal_hifigan, tmp_path, capsys
 ):
     v16, _ = voices
     texts = tmp_path / "t.txt"
@@ -76,7 +67,7 @@ def test_mismatch_refused_in_one_line_before_any_work(
     assert len(message.splitlines()) == 1 and "would be noise" in message
 
 
-def test_hifigan_mel_rows_need_the_matching_vocoder(voices, pretrained):
+def test_hifigan_mel_rows_need_the_matching_vocoder(voices, universal_hifigan):
     _, v22 = voices
     spec = resolve_vocoder("auto", "speecht5", v22)
     mel = np.full((20, 80), HIFIGAN_22K.silence, np.float32)
@@ -103,7 +94,7 @@ def test_hifigan_mel_rows_need_the_matching_vocoder(voices, pretrained):
 
 
 @pytest.mark.slow
-def test_teacher_at_22k_through_universal_hifigan_round_trip(pretrained):
+def test_teacher_at_22k_through_universal_hifigan_round_trip(universal_hifigan):
     """Piper's audio at 22,050 Hz, its hifigan-22k mels vocoded by the universal
     HiFi-GAN, both kept at 22,050 Hz, both understood by Whisper tiny.en after
     resampling to 16 kHz."""
