@@ -32,7 +32,12 @@ def _load(model: str, device: str, precision: str):
 def preload_asr(model: str, device: str, precision: str) -> threading.Thread:
     """Load the model in a background thread, so that the load overlaps other
     start-up work (the first shard then finds it loaded, or waits for it). A load
-    that fails here is left for the shard to meet and report."""
+    that fails here is left for the shard to meet and report.
+
+    The thread is not a daemon: a run with nothing left to transcribe (a resumed
+    run) can end while the load is still inside torch, and an interpreter that
+    exits under a running torch thread aborts ("terminate called without an
+    active exception", exit -6). Python joins it before exiting instead."""
 
     def load() -> None:
         try:
@@ -40,7 +45,7 @@ def preload_asr(model: str, device: str, precision: str) -> threading.Thread:
         except Exception:  # noqa: BLE001 - the shard loads it again and fails its rows
             pass
 
-    thread = threading.Thread(target=load, name="s2s-preload-asr", daemon=True)
+    thread = threading.Thread(target=load, name="s2s-preload-asr", daemon=False)
     thread.start()
     return thread
 
