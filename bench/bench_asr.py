@@ -171,6 +171,7 @@ def make_s2s(
     timestamps: bool = True,
     dtype: torch.dtype | None = torch.float32,
     beam_size: int = 1,
+    **options,
 ):
     """``batch_size`` 0 = auto (from free GPU memory on CUDA); ``dtype`` None = the
     command line's default precision (bfloat16 on a CPU that has it)."""
@@ -186,6 +187,7 @@ def make_s2s(
         longform_mode=mode,
         without_timestamps=not timestamps,
         beam_size=beam_size,
+        **options,
     )
 
     def run(audios: list[np.ndarray]) -> list[str]:
@@ -358,6 +360,8 @@ SYSTEMS: dict[str, Callable[[], Transcriber]] = {
     # the command line's defaults: VAD mode, batch auto, its precision, greedy
     "s2s cli": lambda: make_s2s(0, dtype=None),
     "s2s cli beam5": lambda: make_s2s(0, dtype=None, beam_size=5),
+    # VAD mode without rescoring its silences (the default before run 5)
+    "s2s cli norescore": lambda: make_s2s(0, dtype=None, rescore_silences=False),
     "s2s cli seq": lambda: make_s2s(0, mode="sequential", dtype=None),
     "s2s cli seq beam5": lambda: make_s2s(0, "sequential", dtype=None, beam_size=5),
     "fw int8 seq": lambda: make_fw("int8", batched=False, timestamps=False),

@@ -204,6 +204,13 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
         help="speech probability at which the VAD starts speech (default: 0.35)",
     )  # fmt: skip
     add_option(
+        p, "--rescore-silences", "decoding.rescore_silences",
+        action=argparse.BooleanOptionalAction,
+        help="vad mode: score each stretch the VAD calls silence again on its own, "
+        "so quiet speech after loud speech is decoded rather than cut out "
+        "(default: on)",
+    )  # fmt: skip
+    add_option(
         p, "--word-timestamps", "decoding.word_timestamps", action="store_true",
         help="time every word (cross-attention alignment): the transcripts' words "
         "column and the JSON outputs get start, end and probability per word",

@@ -3,9 +3,11 @@ recordings (the default long-form mode; :mod:`~s2s_models.whisper.sequential` is
 openai-whisper's seek loop).
 
 1. **Plan** (:mod:`~s2s_models.whisper.windows`): Silero VAD probabilities of each
-   recording; confident silences of ``min_silence_cut_s`` or more are cut out and
-   the rest is packed into windows of at most 30 s. Loader threads plan several
-   recordings at once and cut the next batch's audio while the model decodes.
+   recording, each would-be-cut silence scored again on its own (quiet speech after
+   loud speech, which the VAD's carried state misses); confident silences of
+   ``min_silence_cut_s`` or more are cut out and the rest is packed into windows of
+   at most 30 s. Loader threads plan several recordings at once and cut the next
+   batch's audio while the model decodes.
 2. **Decode** windows of all recordings in batches, with timestamps, with
    temperature fallback. Besides Whisper's own checks (compression ratio, average
    log-prob), a window is retried hotter when its text cannot be the speech in it:
@@ -65,7 +67,12 @@ from s2s_models.whisper.transcription import (
     clean_segments,
     is_silence,
 )
-from s2s_models.whisper.windows import Window, plan_windows, speech_seconds
+from s2s_models.whisper.windows import (
+    Window,
+    plan_windows,
+    rescore_silences,
+    speech_seconds,
+)
 
 ProgressFn = Callable[[float], None]
 MAX_PROMPT = 223  # prompt tokens kept: half the decoder context, less <|startofprev|>
@@ -196,6 +203,10 @@ def transcribe_vad_batched(
     with ThreadPoolExecutor(loader_threads(len(audios))) as pool:
         # VAD of several files at once (onnxruntime releases the GIL)
         probs = list(pool.map(vad.speech_probabilities, audios))
+        if options.rescore_silences:
+            probs = list(
+                pool.map(lambda a, p: rescore_silences(a, p, options), audios, probs)
+            )
         recordings = []
         for audio, p in zip(audios, probs, strict=True):
             plan = plan_windows(p, len(audio) / SAMPLE_RATE, options)

@@ -66,6 +66,9 @@ class TranscribeOptions:
     # speech (whisper, distant talk) is decoded, not cut out
     min_silence_cut_s: float = 1.0  # vad mode: a pause of confident silence at
     # least this long is cut out of the audio a window holds
+    rescore_silences: bool = True  # vad mode: score each confident silence
+    # again on its own (fresh VAD state), so quiet speech after loud speech, which
+    # the VAD's carried state scores low, is decoded instead of cut out
     max_chunk_s: float = 30.0  # longest vad-mode window (of audio kept)
     remainder_speech_s: float = 1.0  # vad mode: this much VAD speech after a
     # window's last timestamp is decoded again from there

@@ -13,6 +13,12 @@ probabilities (one per 32 ms):
   is cut out of the audio a window holds, so the decoder neither spends time on it
   nor invents text in it; shorter pauses stay, as speech has them.
 
+Silero's probabilities depend on what it heard before: its state carries over, and
+quiet speech right after loud speech (a whisper, an aside) can score under the weak
+threshold although the same audio alone scores 0.9. So with ``rescore_silences``
+each stretch that would be cut is scored again on its own, from a fresh state
+(:func:`rescore_silences`), and keeps the higher of the two scores.
+
 A file of at most ``max_chunk_s`` with no speech at all is still one window (the
 whole file): whether it holds speech is then Whisper's own decision (its no-speech
 rule), not the VAD's. A longer run of speech than ``max_chunk_s`` is cut at its
@@ -128,6 +134,43 @@ def active_pieces(
     if merged and total_s - merged[-1][1] < options.min_silence_cut_s:
         merged[-1][1] = total_s
     return [(a, b) for a, b in merged if b > a]
+
+
+def cut_silences(
+    probs: np.ndarray, total_s: float, options: TranscribeOptions
+) -> list[tuple[float, float]]:
+    """The stretches :func:`active_pieces` cuts out: the complement of its pieces
+    (the whole recording when it has no speech)."""
+    edges = [0.0]
+    for a, b in active_pieces(probs, total_s, options):
+        edges += [a, b]
+    edges.append(total_s)
+    pairs = zip(edges[0::2], edges[1::2], strict=True)
+    return [(a, b) for a, b in pairs if b - a > 1e-6]
+
+
+def rescore_silences(
+    audio, probs: np.ndarray, options: TranscribeOptions
+) -> np.ndarray:
+    """Speech probabilities with each would-be-cut silence scored again alone.
+
+    Every stretch :func:`cut_silences` returns is run through the VAD by itself,
+    from a fresh state (frames aligned with the recording's), and each frame keeps
+    the higher of its two probabilities. Costs one more VAD pass over the
+    silences only. Returns a new array (``probs`` is left as it is)."""
+    total_s = len(audio) / vad.VAD_SAMPLE_RATE
+    out = np.array(probs, dtype=np.float32, copy=True)
+    for a, b in cut_silences(probs, total_s, options):
+        lo = int(round(a / FRAME_S))
+        hi = min(len(out), int(round(b / FRAME_S)))
+        if hi - lo < 2:
+            continue
+        piece = np.asarray(
+            audio[lo * vad.FRAME_SAMPLES : hi * vad.FRAME_SAMPLES], dtype=np.float32
+        )
+        alone = vad.speech_probabilities(piece)[: hi - lo]
+        np.maximum(out[lo : lo + len(alone)], alone, out=out[lo : lo + len(alone)])
+    return out
 
 
 def plan_windows(

@@ -95,3 +95,19 @@ def test_unwritable_out_folder(tmp_path, capsys):
         f"s2s ingest: error: cannot write to --out {mount / 'run'}: Read-only file "
         "system"
     )
+
+
+def test_decoding_flags_reach_the_options():
+    """Flags set their TranscribeOptions fields; absent ones keep its defaults."""
+    from flows.cli import build_parser
+    from flows.cli_common import options_from_args
+    from flows.transcribe_corpus import DEFAULT_DECODING
+
+    parse = build_parser().parse_args
+    args = parse(["transcribe", "x.wav", "--out", "r", "--no-rescore-silences"])
+    options = options_from_args(args, "decoding", DEFAULT_DECODING)
+    assert options.rescore_silences is False
+    assert options.vad_threshold == DEFAULT_DECODING.vad_threshold
+    args = parse(["transcribe", "x.wav", "--out", "r", "--vad-threshold", "0.5"])
+    options = options_from_args(args, "decoding", DEFAULT_DECODING)
+    assert options.rescore_silences is True and options.vad_threshold == 0.5

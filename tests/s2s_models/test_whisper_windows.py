@@ -9,7 +9,9 @@ from s2s_models.whisper.transcription import TranscribeOptions
 from s2s_models.whisper.windows import (
     Window,
     active_pieces,
+    cut_silences,
     plan_windows,
+    rescore_silences,
     speech_seconds,
 )
 
@@ -128,3 +130,41 @@ def test_windows_on_real_speech(speech_60s):
         assert kept(item["start_s"] + 0.3) and kept(item["end_s"] - 0.3)
     gap_middle = (meta["items"][2]["end_s"] + meta["items"][3]["start_s"]) / 2
     assert not kept(gap_middle)
+
+
+def test_quiet_speech_after_loud_speech_is_rescored_alone():
+    """Silero's carried state scores a clip 40 dB quieter, right after loud speech,
+    as silence: the plan would cut it out. Scored again alone it is speech, and
+    the plan keeps all of it."""
+    import soundfile as sf
+    import soxr
+
+    from tests.conftest import SAMPLES
+
+    loud, sr = sf.read(SAMPLES / "jfk.flac", dtype="float32")
+    loud = soxr.resample(loud.mean(axis=1), sr, SR).astype(np.float32)  # stereo
+    quiet, sr = sf.read(
+        SAMPLES / "sense_and_sensibility_01_austen_64kb-0880.wav", dtype="float32"
+    )
+    assert sr == SR
+    quiet = quiet * 10 ** (-40 / 20)
+    pause, tail = np.zeros(SR // 2, np.float32), np.zeros(SR, np.float32)
+    audio = np.concatenate([loud, pause, quiet, tail])
+    total_s = len(audio) / SR
+    a = (len(loud) + len(pause)) / SR
+    b = a + len(quiet) / SR
+
+    def kept(probs) -> float:  # fraction of the quiet clip inside the plan
+        pieces = active_pieces(probs, total_s, TranscribeOptions())
+        return sum(max(0.0, min(b, y) - max(a, x)) for x, y in pieces) / (b - a)
+
+    in_context = vad.speech_probabilities(audio)
+    assert kept(in_context) < 0.2  # the failure this guards against
+    rescored = rescore_silences(audio, in_context, TranscribeOptions())
+    assert kept(rescored) > 0.95
+    assert np.all(rescored >= in_context)  # a frame only ever gains
+    # the loud clip, never cut, is left as it was
+    n_loud = int(len(loud) / SR / F)
+    np.testing.assert_array_equal(rescored[:n_loud], in_context[:n_loud])
+    # and none of it is scored twice when nothing is cut
+    assert cut_silences(np.ones(100, np.float32), 100 * F, TranscribeOptions()) == []
