@@ -58,6 +58,7 @@ from s2s_models.vocoders.pretrained import (
     PretrainedMissing,
     pretrained_hifigan_files,
 )
+from s2s_models.whisper.checkpoints import cpu_has_fast_bf16
 from tasks.codecs import AUDIO_STRUCT, audio_cell, decode_flac
 from tasks.stage import (
     ROW_STATUS,
@@ -79,8 +80,6 @@ from tasks.tts.mels import MELS, TEXT_COLUMNS, TTS_MEL
 
 VOCODER_NAMES = ("auto", "hifigan", "griffinlim", *PRETRAINED_HIFIGAN)
 MIN_GRIFFINLIM_FRAMES = 8
-# torch.backends.cpu.get_cpu_capability() values with native bfloat16 matmuls
-BF16_CPU_CAPABILITIES = ("AVX512_BF16", "AMX")
 HIFIGAN_FRAMES_PER_BATCH = 8192  # padded mel frames per HiFi-GAN call (~95-131 s)
 
 
@@ -191,10 +190,16 @@ def load_hifigan(path: str):
 def hifigan_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 where the hardware runs it natively (CUDA, or a CPU with AMX /
     AVX512-BF16), else float32."""
+    return torch.bfloat16 if native_bf16(device) else torch.float32
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 natively: CUDA, or a CPU whose flags list
+    AMX or AVX512-BF16. (torch's own ``get_cpu_capability()`` says "AVX512" on an
+    AMX Xeon, so it cannot tell.)"""
     if device.type == "cuda":
-        return torch.bfloat16
-    capability = torch.backends.cpu.get_cpu_capability()
-    return torch.bfloat16 if capability in BF16_CPU_CAPABILITIES else torch.float32
+        return True
+    return device.type == "cpu" and cpu_has_fast_bf16()
 
 
 def vocode(spec: VocoderSpec, mel: np.ndarray) -> np.ndarray:

@@ -59,12 +59,12 @@ DEFAULT_VOICE_DIR = Path(s2s_models.__file__).resolve().parent / "voices" / "def
 # sha256 of the bundled default voice, checked before it is loaded (a truncated
 # copy or a Git LFS pointer fails with a clear error instead of a bad model)
 DEFAULT_VOICE_SHA256 = {
-    "config.json": "fbffb2417d29501cc1f57431247e44738d4eaa072e1a7815a85d4b24fa280d3c",
+    "config.json": "e1568884797e5ee3c5555d25002795c0f2933ef8490146876fcc569a916a6329",
     "model.safetensors": (
-        "8a8b3a2c8f8433c303c226e4889a2efe1ea6bd92de058286bd154c9ffc834b39"
+        "63b9b3189e25acc7336bbd0d873f3dab30f828be63981957921c85b842b49768"
     ),
     "phonemes.json": (
-        "808dd8b31fc3ab4633ff9b598fcb42a76f115f2f2a9b2679259bd5724006ded3"
+        "a8507128f47a1e3517837a700380b0b57afd22949bafaf36d0c4610a667ac60f"
     ),
 }
 SPEAKER_FILE = "speaker_embedding.npy"

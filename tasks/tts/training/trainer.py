@@ -35,7 +35,7 @@ from s2s_models.speecht5.checkpoints import load_speecht5
 from s2s_models.speecht5.phonemes import PhonemeTokenizer
 from s2s_models.speecht5.training import LossWeights, collate, tts_losses, warm_start
 from s2s_models.vocoders.mels import MelDefinition, get_mel_definition
-from tasks.tts.audio import BF16_CPU_CAPABILITIES
+from tasks.tts.audio import native_bf16
 from tasks.tts.training.data import TrainingSet, length_buckets
 
 TRAINER_FILE = "trainer.json"
@@ -263,9 +263,7 @@ class Trainer:
         (measured on the 2-core AMD EPYC of issue 17)."""
         if not self.config.bf16:
             return nullcontext()
-        if self.device.type == "cpu" and (
-            torch.backends.cpu.get_cpu_capability() not in BF16_CPU_CAPABILITIES
-        ):
+        if self.device.type == "cpu" and not native_bf16(self.device):
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
