@@ -101,10 +101,15 @@ def test_front_end_is_read_back_and_checked(tmp_path):
         PhonemeTokenizer([], "klingon")
 
 
-def test_old_voice_keeps_its_front_end():
-    """The shipped default voice says cmudict-arpabet and is read exactly as before:
-    digits read, unknown words spelled, no other normalisation."""
-    tok = PhonemeTokenizer.from_pretrained(DEFAULT_VOICE)
+def test_old_voice_keeps_its_front_end(tmp_path):
+    """A voice whose phonemes.json says cmudict-arpabet (the previous default voice's)
+    is read exactly as before: digits read, unknown words spelled, no other
+    normalisation; the shipped default voice reads en-arpabet-v2."""
+    shipped = json.loads((DEFAULT_VOICE / "phonemes.json").read_text())
+    assert shipped["front_end"] == "en-arpabet-v2"
+    old = {**shipped, "front_end": "cmudict-arpabet"}  # same inventory
+    (tmp_path / "phonemes.json").write_text(json.dumps(old))
+    tok = PhonemeTokenizer.from_pretrained(tmp_path)
     assert tok.front_end == "phonemes-v1" and tok.name == "cmudict-arpabet"
     enc = tok.encode("Dr. Smith paid $5 to Qzxv.")
     assert enc.text == "Dr. Smith paid 5 to Qzxv."
