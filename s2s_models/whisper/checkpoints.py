@@ -16,6 +16,7 @@ Their sha256 digests are recorded below and checked before loading.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import json
@@ -444,11 +445,13 @@ DTYPES = {
 }
 
 
+@functools.cache  # the CPU does not change: read its flags once per process
 def cpu_has_fast_bf16() -> bool:
     """True when the CPU multiplies bfloat16 natively (AMX or AVX-512 BF16).
 
     There bfloat16 Whisper is about twice as fast as float32 with the same corpus
-    WER (bench/RESULTS.md); elsewhere bfloat16 is emulated and slower.
+    WER (bench/RESULTS.md); elsewhere bfloat16 is emulated and slower. (Asked per
+    training step and per HiFi-GAN batch, hence the cache.)
     """
     try:
         with open("/proc/cpuinfo") as fh:

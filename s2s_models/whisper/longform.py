@@ -202,11 +202,7 @@ def transcribe_vad_batched(
     """
     with ThreadPoolExecutor(loader_threads(len(audios))) as pool:
         # VAD of several files at once (onnxruntime releases the GIL)
-        probs = list(pool.map(vad.speech_probabilities, audios))
-        if options.rescore_silences:
-            probs = list(
-                pool.map(lambda a, p: rescore_silences(a, p, options), audios, probs)
-            )
+        probs = list(pool.map(lambda audio: _speech_probs(audio, options), audios))
         recordings = []
         for audio, p in zip(audios, probs, strict=True):
             plan = plan_windows(p, len(audio) / SAMPLE_RATE, options)
@@ -228,6 +224,15 @@ def transcribe_vad_batched(
             )
         )
     return out
+
+
+def _speech_probs(audio, options: TranscribeOptions) -> np.ndarray:
+    """The VAD probabilities a recording's windows are planned from: with
+    ``rescore_silences``, each would-be-cut silence scored again alone."""
+    probs = vad.speech_probabilities(audio)
+    if options.rescore_silences:
+        probs = rescore_silences(audio, probs, options)
+    return probs
 
 
 class _WindowDecoder:
